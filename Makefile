@@ -1,0 +1,45 @@
+# The commands the README names. Each target creates the virtual environment it needs.
+#   make demo   set up, then fit a flow to a built-in 2-D dataset and write demo.png
+#   make test   set up with the dev extras, then run the test suite (with doctests)
+#   make lint   ruff check + ruff format --check
+#   make bench  speed benchmarks against Pyro's own transforms
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build to install when the environment has none. Pinned to the version CI tests;
+# override with e.g. `make TORCH_SPEC=torch test` to take the newest release.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint format bench setup setup-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[plot]"
+
+setup-dev: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+demo: setup
+	$(BIN)/python -m pyroflows demo
+
+test: setup-dev
+	$(BIN)/python -m pytest
+
+lint: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup-dev
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo.png

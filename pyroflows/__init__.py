@@ -1,0 +1,12 @@
+"""pyroflows: normalizing flows for Pyro, as density models and as variational posteriors.
+
+The flows live in :mod:`pyroflows.transforms` (see :data:`pyroflows.transforms.REGISTRY`);
+conditioner networks in :mod:`pyroflows.nn`; built-in toy data in :mod:`pyroflows.data`.
+"""
+
+from . import nn, transforms
+from .transforms import REGISTRY, build
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["REGISTRY", "__version__", "build", "nn", "transforms"]

@@ -1,0 +1,307 @@
+r"""Shared machinery of every pyroflows transform.
+
+A flow layer subclasses :class:`FlowModule` and writes its maths once, as three private methods
+that take an explicit ``context`` (``None`` for an unconditional flow):
+
+* ``_forward(x, context) -> (y, log_det)``: the map :math:`y = f(x)` and
+  :math:`\log|\det \partial y / \partial x|` with exactly the batch shape;
+* ``_backward(y, context) -> (x, log_det or None)``: the inverse, plus the forward log-det at
+  ``x`` when it comes for free;
+* ``_log_det(x, y, context)``: only where something cheaper than ``_forward`` exists.
+
+From those, :class:`FlowModule` provides the whole torch/Pyro interface: it *is* a
+:class:`~pyro.distributions.torch_transform.TransformModule` (so it drops into
+``TransformedDistribution`` unconditioned), and, built with ``context_dim > 0``, it is also a
+:class:`~pyro.distributions.conditional.ConditionalTransformModule` whose ``condition(context)``
+returns a :class:`ConditionedFlow` view sharing the same parameters. Event and context sizes
+are checked (shape only, no device sync), and the log-det computed in a pass is cached for the
+matching ``log_abs_det_jacobian(x, y)`` call when ``cache_size == 1``, so sampling and scoring
+the sample costs one pass. Caches never travel with ``pickle``/``deepcopy``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from pyro.distributions.conditional import ConditionalTransform, ConditionalTransformModule
+from pyro.distributions.torch_transform import TransformModule
+from torch import Tensor, nn
+from torch.distributions import Transform, constraints
+
+from ._root import InverseNotConvergedError, InverseNotConvergedWarning, RootFinder
+
+__all__ = [
+    "ConditionedFlow",
+    "FlowModule",
+    "InverseFlow",
+    "InverseNotConvergedError",
+    "InverseNotConvergedWarning",
+    "RootFinder",
+]
+
+
+class _LogDetCache:
+    """Remembers the log-det of the latest pass, keyed by the identity of its input and output."""
+
+    __slots__ = ("log_det", "x", "y")
+
+    def __init__(self) -> None:
+        self.x = self.y = self.log_det = None
+
+    def store(self, x: Tensor, y: Tensor, log_det: Tensor | None) -> None:
+        self.x, self.y, self.log_det = x, y, log_det
+
+    def lookup(self, x: Tensor, y: Tensor) -> Tensor | None:
+        if self.log_det is not None and x is self.x and y is self.y:
+            return self.log_det
+        return None
+
+
+class _CachedPasses:
+    """The forward/inverse/log-det plumbing shared by a flow and its conditioned views."""
+
+    _cache_size: int
+
+    def _flow_and_context(self) -> tuple[FlowModule, Tensor | None]:
+        raise NotImplementedError
+
+    def _call(self, x: Tensor) -> Tensor:
+        flow, context = self._flow_and_context()
+        flow._check_event(x, "input x")
+        y, log_det = flow._forward(x, context)
+        self._remember(x, y, log_det)
+        return y
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        flow, context = self._flow_and_context()
+        flow._check_event(y, "input y of the inverse")
+        x, log_det = flow._backward(y, context)
+        self._remember(x, y, log_det)
+        return x
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        r"""Return :math:`\log|\det \partial y / \partial x|`, with the batch shape of ``x``."""
+        cached = self._log_det_cache.lookup(x, y)
+        if cached is not None:
+            return cached
+        flow, context = self._flow_and_context()
+        flow._check_event(x, "input x")
+        return flow._log_det(x, y, context)
+
+    def _remember(self, x: Tensor, y: Tensor, log_det: Tensor | None) -> None:
+        if self._cache_size == 1:
+            self._log_det_cache.store(x, y, log_det)
+
+    def clear_cache(self) -> None:
+        """Forget the cached pass (inputs, outputs and log-det)."""
+        self._log_det_cache = _LogDetCache()
+        if self._cache_size == 1:
+            self._cached_x_y = None, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_log_det_cache"] = _LogDetCache()
+        if "_cached_x_y" in state:
+            state["_cached_x_y"] = None, None
+        return state
+
+    @property
+    def inv(self) -> InverseFlow:
+        """The inverse flow; a module sharing these parameters, conditional if this one is."""
+        return InverseFlow(self)
+
+    def __repr__(self) -> str:
+        return nn.Module.__repr__(self)
+
+
+class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
+    """Base class of learnable flow layers on vectors, conditional when ``context_dim > 0``.
+
+    Args:
+        input_dim: event size :math:`D`; inputs have shape ``(..., D)``.
+        context_dim: size of the context vector; ``0`` for an unconditional flow.
+        cache_size: ``1`` (default) caches the latest pass so that
+            ``log_abs_det_jacobian`` of a just-computed pair and the inverse of a just-computed
+            output cost nothing; ``0`` disables caching.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, input_dim: int, context_dim: int = 0, *, cache_size: int = 1) -> None:
+        if int(input_dim) < 1:
+            raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}")
+        if int(context_dim) < 0:
+            raise ValueError(f"context_dim must be 0 or positive, got {context_dim!r}")
+        super().__init__(cache_size=cache_size)
+        self.input_dim = int(input_dim)
+        self.context_dim = int(context_dim)
+        self._log_det_cache = _LogDetCache()
+
+    # -- the maths, written once per flow -------------------------------------------------
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError(f"{type(self).__name__} has no inverse")
+
+    def _log_det(self, x: Tensor, y: Tensor, context: Tensor | None) -> Tensor:
+        return self._forward(x, context)[1]
+
+    # -- conditioning ---------------------------------------------------------------------
+    @property
+    def is_conditional(self) -> bool:
+        """Whether this flow needs a context (``context_dim > 0``)."""
+        return self.context_dim > 0
+
+    def condition(self, context: Tensor) -> Transform:
+        """Return the flow at ``context`` (shape ``(..., context_dim)``) as a transform.
+
+        The result shares this module's parameters. An unconditional flow returns itself, so a
+        stack may mix conditional and unconditional layers under Pyro's
+        ``ConditionalTransformedDistribution``.
+        """
+        if not self.is_conditional:
+            return self
+        self._check_context(context)
+        return ConditionedFlow(self, context, cache_size=self._cache_size)
+
+    def with_cache(self, cache_size: int = 1) -> Transform:
+        """Return a view of this flow with another ``cache_size`` (parameters shared)."""
+        if cache_size == self._cache_size:
+            return self
+        return ConditionedFlow(self, None, cache_size=cache_size)
+
+    def _flow_and_context(self) -> tuple[FlowModule, Tensor | None]:
+        if self.is_conditional:
+            raise ValueError(
+                f"{type(self).__name__} was built with context_dim={self.context_dim} and needs "
+                "a context: use flow.condition(context)(x), or put the flow in "
+                "pyro.distributions.ConditionalTransformedDistribution"
+            )
+        return self, None
+
+    # -- checks -----------------------------------------------------------------------------
+    def _check_event(self, value: Tensor, role: str) -> None:
+        if value.dim() < 1 or value.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects {role} of event shape ({self.input_dim},), "
+                f"i.e. shape (..., {self.input_dim}); got shape {tuple(value.shape)}"
+            )
+
+    def _check_context(self, context: Tensor) -> None:
+        if not isinstance(context, Tensor):
+            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        if context.dim() < 1 or context.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects a context of shape (..., {self.context_dim}); "
+                f"got shape {tuple(context.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        """Show the sizes in ``repr``."""
+        text = f"input_dim={self.input_dim}"
+        return text + (f", context_dim={self.context_dim}" if self.is_conditional else "")
+
+
+class ConditionedFlow(_CachedPasses, TransformModule):
+    """A :class:`FlowModule` fixed at one context: a plain transform sharing its parameters.
+
+    Returned by ``flow.condition(context)``; ``context`` of shape ``(*B, context_dim)`` gives
+    per-sample parameters of batch shape ``B``, broadcast against the inputs' batch shape.
+    (Also used by ``with_cache`` with ``context=None`` for a view with another cache size.)
+    """
+
+    bijective = True
+
+    def __init__(self, flow: FlowModule, context: Tensor | None, *, cache_size: int = 1) -> None:
+        super().__init__(cache_size=cache_size)
+        self.flow = flow
+        self.context = context
+        self._log_det_cache = _LogDetCache()
+
+    @property
+    def domain(self) -> constraints.Constraint:
+        return self.flow.domain
+
+    @property
+    def codomain(self) -> constraints.Constraint:
+        return self.flow.codomain
+
+    def _flow_and_context(self) -> tuple[FlowModule, Tensor | None]:
+        if self.context is None:
+            return self.flow._flow_and_context()
+        return self.flow, self.context
+
+    def with_cache(self, cache_size: int = 1) -> Transform:
+        """Return this view with another ``cache_size`` (parameters shared)."""
+        if cache_size == self._cache_size:
+            return self
+        return ConditionedFlow(self.flow, self.context, cache_size=cache_size)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ConditionedFlow:
+        flow = copy.deepcopy(self.flow, memo)
+        context = None if self.context is None else self.context.detach().clone()
+        return ConditionedFlow(flow, context, cache_size=self._cache_size)
+
+
+class InverseFlow(TransformModule, ConditionalTransformModule):
+    """The inverse of a flow, as a module that shares (and exposes) its parameters.
+
+    ``flow.inv`` returns one. Unlike torch's private inverse wrapper it is an ``nn.Module``
+    (``.parameters()``, ``.to()``, ``state_dict`` reach the flow's), and it is conditional
+    exactly when the flow is: ``flow.inv.condition(c)`` is ``flow.condition(c).inv``, so Pyro's
+    ``ConditionalTransformedDistribution`` never mistakes it for a constant transform.
+    Calls go through the flow's own cache, so an inverse after a forward pass is free.
+    """
+
+    bijective = True
+
+    def __init__(self, flow: Transform) -> None:
+        super().__init__(cache_size=0)
+        self.flow = flow
+
+    @property
+    def domain(self) -> constraints.Constraint:
+        return self.flow.codomain
+
+    @property
+    def codomain(self) -> constraints.Constraint:
+        return self.flow.domain
+
+    @property
+    def inv(self) -> Transform:
+        """The original flow."""
+        return self.flow
+
+    def __call__(self, y: Tensor) -> Tensor:
+        return self.flow._inv_call(y)
+
+    def _inv_call(self, x: Tensor) -> Tensor:
+        return self.flow(x)
+
+    def log_abs_det_jacobian(self, y: Tensor, x: Tensor) -> Tensor:
+        r"""Return :math:`\log|\det \partial x / \partial y|` = minus the flow's log-det."""
+        return -self.flow.log_abs_det_jacobian(x, y)
+
+    def condition(self, context: Tensor) -> Transform:
+        """Return the inverse of the flow conditioned on ``context``."""
+        if isinstance(self.flow, ConditionalTransform):
+            return self.flow.condition(context).inv
+        return self
+
+    def with_cache(self, cache_size: int = 1) -> Transform:
+        """Return the inverse of the flow's view with this ``cache_size``."""
+        return self.flow.with_cache(cache_size).inv
+
+    def forward_shape(self, shape: torch.Size) -> torch.Size:
+        return self.flow.inverse_shape(shape)
+
+    def inverse_shape(self, shape: torch.Size) -> torch.Size:
+        return self.flow.forward_shape(shape)
+
+    def __repr__(self) -> str:
+        return nn.Module.__repr__(self)

@@ -1,0 +1,354 @@
+"""The transform contract, checked on every registry entry (DESIGN.md section 3).
+
+A flow is tested here the moment it is registered. Conditional flows run every check after
+``.condition(context)`` with a batch of contexts.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pyro.distributions as dist
+import pytest
+import torch
+from flow_cases import (
+    CASE_IDS,
+    CASES,
+    as_transform,
+    make_context,
+    make_flow,
+    make_input,
+    tolerance,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyro.distributions.conditional import ConditionalTransformedDistribution
+from torch.distributions import Transform
+
+import pyroflows.transforms as transforms
+from pyroflows.transforms import REGISTRY
+
+DIM = 3
+CONDITIONAL_CASES = [case for case in CASES if case.conditional]
+cases = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+
+
+def _flow_and_transform(case, batch_shape=(5,), dtype=torch.float64, dim=DIM):
+    flow = make_flow(case, dim=dim, dtype=dtype)
+    context = make_context(case, batch_shape, dtype)
+    return flow, context, as_transform(flow, context)
+
+
+def _standard_normal(dim, dtype=torch.float64):
+    loc, scale = torch.zeros(dim, dtype=dtype), torch.ones(dim, dtype=dtype)
+    return dist.Normal(loc, scale, validate_args=False).to_event(1)
+
+
+# -- round trips ---------------------------------------------------------------------------
+@cases
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_round_trip_both_ways(case, dtype):
+    _, _, t = _flow_and_transform(case, dtype=dtype)
+    tol = tolerance(case, dtype)
+    x = make_input((5,), DIM, dtype)
+    y = t(x)
+    assert t.inv(y) is x  # the cache returns the very input
+    torch.testing.assert_close(t.inv(y.clone()), x, atol=tol, rtol=tol)  # computed
+    y0 = make_input((5,), DIM, dtype, seed=7)
+    x0 = t.inv(y0)
+    torch.testing.assert_close(t(x0.clone()), y0, atol=tol, rtol=tol)
+
+
+# -- log-det against the autograd Jacobian ----------------------------------------------------
+def _per_sample_transform(flow, context, index):
+    return as_transform(flow, None if context is None else context[index])
+
+
+@cases
+def test_log_det_matches_autograd_jacobian(case):
+    flow, context, t = _flow_and_transform(case)
+    x = make_input((5,), DIM)
+    y = t(x)
+    log_det = t.log_abs_det_jacobian(x, y)
+    log_det_inverse = t.inv.log_abs_det_jacobian(y, x)
+    for i in range(5):
+        sample_t = _per_sample_transform(flow, context, i)
+        jac = torch.autograd.functional.jacobian(lambda v, st=sample_t: st(v), x[i])
+        expected = torch.linalg.slogdet(jac).logabsdet
+        torch.testing.assert_close(log_det[i], expected, atol=1e-10, rtol=1e-10)
+        jac_inv = torch.autograd.functional.jacobian(lambda v, st=sample_t: st.inv(v), y[i].clone())
+        expected_inv = torch.linalg.slogdet(jac_inv).logabsdet
+        torch.testing.assert_close(log_det_inverse[i], expected_inv, atol=1e-9, rtol=1e-9)
+
+
+@cases
+def test_cached_log_det_equals_recomputed(case):
+    _, _, t = _flow_and_transform(case)
+    x = make_input((5,), DIM)
+    y = t(x)
+    cached = t.log_abs_det_jacobian(x, y)
+    recomputed = t.log_abs_det_jacobian(x.clone(), y.clone())
+    torch.testing.assert_close(cached, recomputed, atol=1e-12, rtol=1e-12)
+    # scoring after an inverse pass uses the log-det found on the way
+    y2 = make_input((5,), DIM, seed=11)
+    x2 = t.inv(y2)
+    torch.testing.assert_close(
+        t.log_abs_det_jacobian(x2, y2), t.log_abs_det_jacobian(x2.clone(), y2.clone())
+    )
+
+
+@cases
+def test_cache_size_zero_gives_the_same_results(case):
+    flow, _, t = _flow_and_transform(case)
+    uncached = t.with_cache(0)
+    x = make_input((5,), DIM)
+    y = t(x)
+    y_uncached = uncached(x)
+    torch.testing.assert_close(y_uncached, y)
+    assert uncached.inv(y_uncached) is not x
+    torch.testing.assert_close(uncached.log_abs_det_jacobian(x, y), t.log_abs_det_jacobian(x, y))
+    assert set(uncached.parameters()) == set(flow.parameters())
+
+
+# -- shapes and dtypes -------------------------------------------------------------------------
+@cases
+@pytest.mark.parametrize("batch_shape", [(), (5,), (3, 4)], ids=["scalar", "5", "3x4"])
+def test_batch_shapes(case, batch_shape):
+    _, _, t = _flow_and_transform(case, batch_shape=batch_shape)
+    x = make_input(batch_shape, DIM)
+    y = t(x)
+    assert y.shape == x.shape
+    assert t.log_abs_det_jacobian(x, y).shape == batch_shape
+    x_back = t.inv(y.clone())
+    assert x_back.shape == x.shape
+    assert t.inv.log_abs_det_jacobian(y, x_back).shape == batch_shape
+
+
+@pytest.mark.parametrize("case", CONDITIONAL_CASES, ids=lambda case: case.id)
+def test_context_batch_broadcasts_against_sample_batch(case):
+    _, _, t = _flow_and_transform(case, batch_shape=(4,))
+    x = make_input((3, 4), DIM)
+    y = t(x)
+    assert t.log_abs_det_jacobian(x, y).shape == (3, 4)
+    torch.testing.assert_close(t.inv(y.clone()), x, atol=1e-9, rtol=1e-9)
+
+
+@cases
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_dtype_is_preserved(case, dtype):
+    _, _, t = _flow_and_transform(case, dtype=dtype)
+    x = make_input((5,), DIM, dtype)
+    y = t(x)
+    assert y.dtype == dtype
+    assert t.log_abs_det_jacobian(x, y).dtype == dtype
+    assert t.inv(y.clone()).dtype == dtype
+
+
+# -- gradients ---------------------------------------------------------------------------------
+@cases
+def test_gradients_reach_every_parameter(case):
+    flow, _, t = _flow_and_transform(case)
+    params = dict(flow.named_parameters())
+    if not params:
+        assert isinstance(flow, transforms.PermutationTransform), "only fixed maps lack params"
+        return
+    x = make_input((5,), DIM)
+    model = dist.TransformedDistribution(_standard_normal(DIM), [t.with_cache(0)])
+    loss = -model.log_prob(x).sum() + t(x).pow(2).sum()  # uses inverse and forward
+    loss.backward()
+    for name, param in params.items():
+        assert param.grad is not None, f"no gradient reaches {name}"
+        assert torch.isfinite(param.grad).all(), f"non-finite gradient in {name}"
+        assert param.grad.abs().sum() > 0, f"gradient of {name} is identically zero"
+
+
+# -- persistence -------------------------------------------------------------------------------
+@cases
+def test_state_dict_round_trip(case):
+    flow, context, t = _flow_and_transform(case)
+    x = make_input((5,), DIM)
+    buffer = io.BytesIO()
+    torch.save(flow.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = case.spec.build(DIM, context_dim=case.context_dim).double()
+    fresh.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
+    fresh_t = as_transform(fresh, context)
+    torch.testing.assert_close(fresh_t(x), t(x), atol=0, rtol=0)
+    torch.testing.assert_close(fresh_t.inv(t(x).clone()), t.inv(t(x).clone()), atol=0, rtol=0)
+
+
+@cases
+@pytest.mark.parametrize("method", ["deepcopy", "pickle"])
+def test_copies_after_a_forward_pass(case, method):
+    flow, context, t = _flow_and_transform(case)
+    x = make_input((5,), DIM).requires_grad_()
+    y = t(x)  # fills caches with tensors that are part of an autograd graph
+    t.log_abs_det_jacobian(x, y)
+    duplicate = copy.deepcopy if method == "deepcopy" else lambda m: pickle.loads(pickle.dumps(m))
+    for clone in (as_transform(duplicate(flow), context), duplicate(t)):
+        x_new = x.detach().clone()
+        torch.testing.assert_close(clone(x_new), t(x_new), atol=0, rtol=0)
+        y_new = clone(x_new)
+        torch.testing.assert_close(
+            clone.log_abs_det_jacobian(x_new, y_new), t.log_abs_det_jacobian(x_new, y_new)
+        )
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@cases
+def test_wrong_event_size_raises(case):
+    _, _, t = _flow_and_transform(case)
+    bad = make_input((5,), DIM + 1)
+    for call in (t, t.inv, lambda v: t.log_abs_det_jacobian(v, v)):
+        with pytest.raises(
+            ValueError, match=rf"event shape \({DIM},\).*got shape \(5, {DIM + 1}\)"
+        ):
+            call(bad)
+    with pytest.raises(ValueError, match="got shape"):
+        t(torch.tensor(1.0, dtype=torch.float64))
+
+
+@cases
+def test_context_errors(case):
+    flow = make_flow(case)
+    x = make_input((5,), DIM)
+    if not case.conditional:
+        assert flow.condition(torch.randn(5, 7)) is flow  # constant under conditioning
+        return
+    with pytest.raises(ValueError, match="needs a context"):
+        flow(x)
+    with pytest.raises(ValueError, match="needs a context"):
+        flow.inv(x)
+    with pytest.raises(ValueError, match=rf"context of shape \(\.\.\., {case.context_dim}\)"):
+        flow.condition(torch.randn(5, case.context_dim + 1, dtype=torch.float64))
+
+
+@cases
+@pytest.mark.parametrize("direction", ["forward", "inverse"])
+def test_nan_stays_in_its_sample(case, direction):
+    _, _, t = _flow_and_transform(case)
+    data = make_input((5,), DIM)
+    poisoned = data.clone()
+    poisoned[2, 0] = float("nan")
+    apply = t.with_cache(0) if direction == "forward" else t.with_cache(0).inv
+    clean_out, dirty_out = apply(data), apply(poisoned)
+    assert torch.isnan(dirty_out[2]).any(), "a NaN input produced a finite output"
+    keep = [0, 1, 3, 4]
+    torch.testing.assert_close(dirty_out[keep], clean_out[keep], atol=0, rtol=0)
+    if direction == "inverse":
+        model = dist.TransformedDistribution(
+            _standard_normal(DIM), [t.with_cache(0)], validate_args=False
+        )
+        log_prob = model.log_prob(poisoned)
+        assert torch.isnan(log_prob[2])
+        torch.testing.assert_close(log_prob[keep], model.log_prob(data)[keep], atol=0, rtol=0)
+
+
+# -- the density is normalised -----------------------------------------------------------------
+@cases
+def test_density_integrates_to_one_on_a_grid(case):
+    flow, _, _ = _flow_and_transform(case, dim=2)
+    context = make_context(case, ())
+    model = dist.TransformedDistribution(_standard_normal(2), [as_transform(flow, context)])
+    # Midpoint rule on 400 x 400 cells of [-10, 10]^2: cell edges fall on 0, where element-wise
+    # flows such as the leaky ReLU have a kink, so the quadrature stays second order.
+    half_width, cells = 10.0, 400
+    width = 2 * half_width / cells
+    axis = -half_width + width * (torch.arange(cells, dtype=torch.float64) + 0.5)
+    grid = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        density = model.log_prob(grid).exp()
+    cell = width**2
+    assert float(density.sum() * cell) == pytest.approx(1.0, abs=1e-4)
+
+
+# -- device agnosticism ------------------------------------------------------------------------
+@cases
+def test_runs_on_the_meta_device(case):
+    """On ``meta``, a tensor created on the CPU by mistake makes the op fail."""
+    flow = make_flow(case).to("meta")
+    context = make_context(case, (5,))
+    context = None if context is None else context.to("meta")
+    t = as_transform(flow, context)
+    x = torch.empty(5, DIM, dtype=torch.float64, device="meta")
+    y = t(x)
+    assert y.device.type == "meta" and y.shape == x.shape
+    assert t.log_abs_det_jacobian(x, y).shape == (5,)
+    if case.spec.inverse == "numerical":
+        pytest.skip("a numerical inverse checks convergence on values, which meta lacks")
+    x_back = t.inv(torch.empty(5, DIM, dtype=torch.float64, device="meta"))
+    assert x_back.device.type == "meta" and x_back.shape == x.shape
+
+
+# -- the inverse is a usable flow --------------------------------------------------------------
+@cases
+def test_inverse_is_a_usable_module(case):
+    flow, context, t = _flow_and_transform(case)
+    inverse = flow.inv
+    assert inverse.inv is flow
+    assert {id(p) for p in inverse.parameters()} == {id(p) for p in flow.parameters()}
+    assert set(inverse.state_dict()) == {f"flow.{k}" for k in flow.state_dict()}
+    y = make_input((5,), DIM)
+    inverse_t = as_transform(inverse, context)
+    x = inverse_t(y)
+    torch.testing.assert_close(inverse_t.inv(x.clone()), y, atol=1e-9, rtol=1e-9)
+    if case.conditional:
+        torch.testing.assert_close(flow.inv.condition(context)(y), flow.condition(context).inv(y))
+        # Pyro's conditional distribution must see the inverse as conditional, not constant.
+        conditional = ConditionalTransformedDistribution(_standard_normal(DIM), [flow.inv])
+        expected = dist.TransformedDistribution(_standard_normal(DIM), [t.inv])
+        torch.testing.assert_close(
+            conditional.condition(context).log_prob(y), expected.log_prob(y.clone())
+        )
+
+
+# -- far from the training range ---------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@settings(max_examples=20, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False), min_size=DIM, max_size=DIM
+    )
+)
+def test_round_trip_far_from_the_origin(case, values):
+    flow = make_flow(case)
+    context = make_context(case, ())
+    t = as_transform(flow, context)
+    x = torch.tensor(values, dtype=torch.float64)
+    y = t(x)
+    assert torch.isfinite(y).all() and torch.isfinite(t.log_abs_det_jacobian(x, y)).all()
+    scale = 1e-9 * (1 + x.abs().max())
+    torch.testing.assert_close(t.inv(y.clone()), x, atol=float(scale), rtol=1e-9)
+
+
+# -- registry completeness ---------------------------------------------------------------------
+EXEMPT = {
+    transforms.FlowModule: "abstract base class; every concrete flow is registered",
+    transforms.ConditionedFlow: "the view returned by .condition(); tested by every |ctx case",
+    transforms.InverseFlow: "the module returned by .inv; tested by every case",
+}
+
+
+def test_every_exported_transform_class_is_registered_or_exempt():
+    covered = {cls for spec in REGISTRY.values() for cls in spec.classes}
+    exported = {
+        obj
+        for name in transforms.__all__
+        if isinstance(obj := getattr(transforms, name), type) and issubclass(obj, Transform)
+    }
+    missing = exported - covered - set(EXEMPT)
+    assert not missing, f"exported transforms with no registry entry or exemption: {missing}"
+
+
+def test_registry_metadata_is_well_formed():
+    for name, spec in REGISTRY.items():
+        assert spec.name == name
+        assert spec.inverse in ("analytic", "numerical", "none")
+        assert spec.log_det in ("exact", "unbiased")
+        assert spec.fast_direction in ("forward", "inverse", "both")
+        assert spec.event_dim == 1 and spec.reference and spec.classes
+        built = spec.build(DIM)
+        assert isinstance(built, spec.classes)
+        assert built.event_dim == spec.event_dim and built.bijective
