@@ -166,6 +166,43 @@ def test_unconditional_flow_works_as_pyro_guide_sample_and_score_in_one_pass():
     assert not calls, "scoring a fresh sample must reuse the forward pass, not invert"
 
 
+@pytest.mark.parametrize("name", ["planar", "lu_linear", "radial"])
+def test_training_on_the_same_tensor_needs_no_clear_cache(name):
+    """Pyro's flows return the previous step's cached pass here (stale parameters, freed
+    graph) unless clear_cache() is called after every step; ours key the cache on the
+    parameters' versions."""
+    torch.manual_seed(0)
+    flow = build(name, 2)
+    model = dist.TransformedDistribution(dist.Normal(torch.zeros(2), 1.0).to_event(1), [flow])
+    data = torch.randn(64, 2) * 2 + 1
+    optimizer = torch.optim.Adam(flow.parameters(), lr=0.05)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = -model.log_prob(data).mean()
+        loss.backward()  # would raise "backward through the graph a second time" if stale
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert len(set(losses)) == 5, "the loss did not follow the parameter updates"
+    with torch.no_grad():
+        fresh = -model.log_prob(data.clone()).mean()
+        torch.testing.assert_close(-model.log_prob(data).mean(), fresh)
+
+
+def test_cache_is_reused_while_parameters_are_unchanged():
+    flow = build("planar", 3)
+    x = torch.randn(4, 3)
+    y = flow(x)
+    assert flow(x) is y and flow.inv(y) is x
+    log_det = flow.log_abs_det_jacobian(x, y)
+    assert flow.log_abs_det_jacobian(x, y) is log_det
+    with torch.no_grad():
+        flow.params.w.mul_(2.0)
+    assert flow(x) is not y and flow.inv(y) is not x
+    flow.clear_cache()
+    assert flow.inv(y) is not x
+
+
 # -- element-wise and linear specifics ----------------------------------------------------------
 def test_leaky_relu_rejects_non_positive_slope():
     with pytest.raises(ValueError, match="init_slope"):

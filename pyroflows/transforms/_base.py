@@ -14,9 +14,12 @@ From those, :class:`FlowModule` provides the whole torch/Pyro interface: it *is*
 ``TransformedDistribution`` unconditioned), and, built with ``context_dim > 0``, it is also a
 :class:`~pyro.distributions.conditional.ConditionalTransformModule` whose ``condition(context)``
 returns a :class:`ConditionedFlow` view sharing the same parameters. Event and context sizes
-are checked (shape only, no device sync), and the log-det computed in a pass is cached for the
-matching ``log_abs_det_jacobian(x, y)`` call when ``cache_size == 1``, so sampling and scoring
-the sample costs one pass. Caches never travel with ``pickle``/``deepcopy``.
+are checked (shape only, no device sync). With ``cache_size == 1`` the latest pass is cached:
+the inverse of a just-computed output and the log-det of a just-computed pair cost nothing, so
+sampling and scoring the sample is one pass. The cache is keyed by the parameters' version
+counters as well, so it can never serve a pass made with parameters that have since changed
+(no ``clear_cache()`` between optimizer steps, unlike Pyro's flows). Caches never travel with
+``pickle``/``deepcopy``.
 """
 
 from __future__ import annotations
@@ -42,19 +45,31 @@ __all__ = [
 ]
 
 
-class _LogDetCache:
-    """Remembers the log-det of the latest pass, keyed by the identity of its input and output."""
+class _PassCache:
+    """The latest pass ``(x, y, log_det)``, valid while the parameters are unchanged.
 
-    __slots__ = ("log_det", "x", "y")
+    Entries are keyed by the identity of ``x`` and ``y`` *and* by the version counters of the
+    parameters and buffers that produced them, so an optimizer step (or any in-place update)
+    invalidates the entry: training on the same data tensor every step never reuses a stale
+    pass, and needs no ``clear_cache()`` call.
+    """
+
+    __slots__ = ("log_det", "versions", "x", "y")
 
     def __init__(self) -> None:
-        self.x = self.y = self.log_det = None
+        self.x = self.y = self.log_det = self.versions = None
 
-    def store(self, x: Tensor, y: Tensor, log_det: Tensor | None) -> None:
-        self.x, self.y, self.log_det = x, y, log_det
+    def store(self, x: Tensor, y: Tensor, log_det: Tensor | None, versions: tuple) -> None:
+        self.x, self.y, self.log_det, self.versions = x, y, log_det, versions
 
-    def lookup(self, x: Tensor, y: Tensor) -> Tensor | None:
-        if self.log_det is not None and x is self.x and y is self.y:
+    def output_for(self, x: Tensor, versions: tuple) -> Tensor | None:
+        return self.y if x is self.x and versions == self.versions else None
+
+    def input_for(self, y: Tensor, versions: tuple) -> Tensor | None:
+        return self.x if y is self.y and versions == self.versions else None
+
+    def log_det_for(self, x: Tensor, y: Tensor, versions: tuple) -> Tensor | None:
+        if x is self.x and y is self.y and versions == self.versions:
             return self.log_det
         return None
 
@@ -66,6 +81,27 @@ class _CachedPasses:
 
     def _flow_and_context(self) -> tuple[FlowModule, Tensor | None]:
         raise NotImplementedError
+
+    def _versions(self) -> tuple:
+        """Version counters of everything a pass depends on (bumped by in-place updates)."""
+        flow, context = self._flow_and_context()
+        versions = tuple(t._version for t in flow.parameters())
+        versions += tuple(t._version for t in flow.buffers())
+        return versions if context is None else (*versions, id(context), context._version)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self._cache_size == 1:
+            cached = self._pass_cache.output_for(x, self._versions())
+            if cached is not None:
+                return cached
+        return self._call(x)
+
+    def _inv_call(self, y: Tensor) -> Tensor:
+        if self._cache_size == 1:
+            cached = self._pass_cache.input_for(y, self._versions())
+            if cached is not None:
+                return cached
+        return self._inverse(y)
 
     def _call(self, x: Tensor) -> Tensor:
         flow, context = self._flow_and_context()
@@ -83,28 +119,26 @@ class _CachedPasses:
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         r"""Return :math:`\log|\det \partial y / \partial x|`, with the batch shape of ``x``."""
-        cached = self._log_det_cache.lookup(x, y)
-        if cached is not None:
-            return cached
+        if self._cache_size == 1:
+            cached = self._pass_cache.log_det_for(x, y, self._versions())
+            if cached is not None:
+                return cached
         flow, context = self._flow_and_context()
         flow._check_event(x, "input x")
         return flow._log_det(x, y, context)
 
     def _remember(self, x: Tensor, y: Tensor, log_det: Tensor | None) -> None:
         if self._cache_size == 1:
-            self._log_det_cache.store(x, y, log_det)
+            self._pass_cache.store(x, y, log_det, self._versions())
 
     def clear_cache(self) -> None:
         """Forget the cached pass (inputs, outputs and log-det)."""
-        self._log_det_cache = _LogDetCache()
-        if self._cache_size == 1:
-            self._cached_x_y = None, None
+        self._pass_cache = _PassCache()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_log_det_cache"] = _LogDetCache()
-        if "_cached_x_y" in state:
-            state["_cached_x_y"] = None, None
+        state["_pass_cache"] = _PassCache()
+        state.pop("_cached_x_y", None)  # torch's own cache slot; unused here
         return state
 
     @property
@@ -139,7 +173,7 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         super().__init__(cache_size=cache_size)
         self.input_dim = int(input_dim)
         self.context_dim = int(context_dim)
-        self._log_det_cache = _LogDetCache()
+        self._pass_cache = _PassCache()
 
     # -- the maths, written once per flow -------------------------------------------------
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -221,7 +255,7 @@ class ConditionedFlow(_CachedPasses, TransformModule):
         super().__init__(cache_size=cache_size)
         self.flow = flow
         self.context = context
-        self._log_det_cache = _LogDetCache()
+        self._pass_cache = _PassCache()
 
     @property
     def domain(self) -> constraints.Constraint:

@@ -36,8 +36,8 @@ class RootFinder:
     root) and takes Newton steps :math:`x \leftarrow x - (f(x) - t) / f'(x)`; a step that leaves
     the current bracket, or is not at least half as long as the step before last, is replaced
     by bisection (the safeguard of Numerical Recipes' ``rtsafe``), and every evaluation shrinks
-    the bracket, so the iteration neither diverges nor ping-pongs. An element has converged when its step or its bracket is
-    below ``xtol * (1 + |x|)``, or its residual is exactly zero.
+    the bracket, so the iteration neither diverges nor ping-pongs. An element has converged
+    when its step or its bracket is below ``xtol * (1 + |x|)``, or its residual is zero.
 
     The iteration runs without autograd. One final Newton step is then taken *with* autograd
     from the converged point, which makes the result differentiable with respect to the target
