@@ -59,16 +59,16 @@ class _PassCache:
     def __init__(self) -> None:
         self.x = self.y = self.log_det = self.versions = None
 
-    def store(self, x: Tensor, y: Tensor, log_det: Tensor | None, versions: tuple) -> None:
+    def store(self, x: Tensor, y: Tensor, log_det: Tensor | None, versions: int) -> None:
         self.x, self.y, self.log_det, self.versions = x, y, log_det, versions
 
-    def output_for(self, x: Tensor, versions: tuple) -> Tensor | None:
+    def output_for(self, x: Tensor, versions: int) -> Tensor | None:
         return self.y if x is self.x and versions == self.versions else None
 
-    def input_for(self, y: Tensor, versions: tuple) -> Tensor | None:
+    def input_for(self, y: Tensor, versions: int) -> Tensor | None:
         return self.x if y is self.y and versions == self.versions else None
 
-    def log_det_for(self, x: Tensor, y: Tensor, versions: tuple) -> Tensor | None:
+    def log_det_for(self, x: Tensor, y: Tensor, versions: int) -> Tensor | None:
         if x is self.x and y is self.y and versions == self.versions:
             return self.log_det
         return None
@@ -82,12 +82,25 @@ class _CachedPasses:
     def _flow_and_context(self) -> tuple[FlowModule, Tensor | None]:
         raise NotImplementedError
 
-    def _versions(self) -> tuple:
-        """Version counters of everything a pass depends on (bumped by in-place updates)."""
+    def _versions(self) -> int:
+        """Sum of the version counters of everything a pass depends on.
+
+        Counters only grow (every in-place update bumps one), so the sum changes whenever
+        any parameter, buffer or the context is modified. A plain walk over the module tree:
+        ``nn.Module.parameters()`` costs ~10x more, and this runs on every call.
+        """
         flow, context = self._flow_and_context()
-        versions = tuple(t._version for t in flow.parameters())
-        versions += tuple(t._version for t in flow.buffers())
-        return versions if context is None else (*versions, id(context), context._version)
+        total = 0 if context is None else context._version
+        stack = [flow]
+        while stack:
+            module = stack.pop()
+            for tensor in module._parameters.values():
+                total += tensor._version
+            for tensor in module._buffers.values():
+                if tensor is not None:
+                    total += tensor._version
+            stack.extend(module._modules.values())
+        return total
 
     def __call__(self, x: Tensor) -> Tensor:
         if self._cache_size == 1:
