@@ -2,6 +2,7 @@
 #   make demo   set up, then fit a flow to a built-in 2-D dataset and write demo.png
 #   make test   set up with the dev extras, then run the test suite (with doctests)
 #   make lint   ruff check + ruff format --check
+#   make docs   build the documentation site (warnings are errors) into docs/_build/html
 #   make bench  speed benchmarks against Pyro's own transforms
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench setup setup-dev clean
+.PHONY: demo test lint format docs bench setup setup-dev setup-docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ setup: $(BIN)/python
 setup-dev: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+
+setup-docs: setup-dev
+	$(BIN)/pip install --quiet -e ".[docs]"
 
 demo: setup
 	$(BIN)/python -m pyroflows demo
@@ -38,8 +42,12 @@ format: setup-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+docs: setup-docs
+	$(BIN)/python -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	@echo "documentation in docs/_build/html/index.html"
+
 bench: setup-dev
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo.png
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo.png docs/_build docs/tutorials

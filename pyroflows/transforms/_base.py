@@ -344,6 +344,10 @@ class InverseFlow(TransformModule, ConditionalTransformModule):
         """Return the inverse of the flow's view with this ``cache_size``."""
         return self.flow.with_cache(cache_size).inv
 
+    def clear_cache(self) -> None:
+        """Clear the flow's cache (the inverse keeps none of its own)."""
+        self.flow.clear_cache()
+
     def forward_shape(self, shape: torch.Size) -> torch.Size:
         return self.flow.inverse_shape(shape)
 
