@@ -17,16 +17,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-setup: $(BIN)/python
+# Each extra is installed once; the stamp files are remade when pyproject.toml changes.
+$(VENV)/.setup: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[plot]"
+	@touch $@
 
-setup-dev: $(BIN)/python
+$(VENV)/.setup-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@ $(VENV)/.setup
 
-setup-docs: setup-dev
+$(VENV)/.setup-docs: $(VENV)/.setup-dev
 	$(BIN)/pip install --quiet -e ".[docs]"
+	@touch $@
+
+setup: $(VENV)/.setup
+setup-dev: $(VENV)/.setup-dev
+setup-docs: $(VENV)/.setup-docs
 
 demo: setup
 	$(BIN)/python -m pyroflows demo
