@@ -89,8 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         :class:`SystemExit`, as with any :mod:`argparse` program.
 
     Example:
-        >>> main(["demo", "--smoke", "--quiet", "--output", "demo.png"])  # doctest: +SKIP
-        0
+        >>> import tempfile, pathlib
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     status = main(["demo", "--smoke", "--quiet", "--output", f"{folder}/demo.png"])
+        ...     written = pathlib.Path(folder, "demo.png").stat().st_size > 0
+        >>> status, written
+        (0, True)
     """
     args = _parser().parse_args(argv)
     return args.handler(args)

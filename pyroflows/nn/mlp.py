@@ -11,13 +11,21 @@ __all__ = ["MLP"]
 
 
 class MLP(nn.Sequential):
-    """Fully connected network ``in_features -> hidden_dims... -> out_features``.
+    r"""Fully connected network ``in_features -> hidden_dims... -> out_features``.
+
+    .. math::
+        h_0 = c, \qquad h_{k+1} = \sigma(W_k h_k + b_k), \qquad
+        \text{out} = W_K h_K + b_K .
 
     Args:
         in_features: input size.
         hidden_dims: sizes of the hidden layers (may be empty: one linear layer).
         out_features: output size.
         activation: module class used between layers.
+
+    References:
+        Rumelhart, Hinton & Williams, "Learning representations by back-propagating errors",
+        Nature, 1986.
 
     Example:
         >>> import torch

@@ -32,6 +32,10 @@ class FlowParameters(nn.Module):
         hidden_dims: hidden sizes of the hypernetwork (default ``[64, 64]``).
         init_scale: factor on the hypernetwork's initial output weights.
 
+    References:
+        Ha, Dai & Le, "HyperNetworks", 2016, arXiv:1609.09106; Rezende & Mohamed 2015,
+        arXiv:1505.05770 (amortised flow parameters).
+
     Example:
         >>> import torch
         >>> params = FlowParameters({"shift": torch.zeros(3)}, context_dim=2)

@@ -21,11 +21,46 @@ ScalarMap = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
 class InverseNotConvergedError(RuntimeError):
-    """A numerical inverse stopped at its iteration cap before reaching its tolerance."""
+    r"""A numerical inverse stopped at its iteration cap before reaching its tolerance.
+
+    Raised when some element's bracket or step is still above
+    :math:`\text{xtol}\,(1 + |x|)` after ``max_iter`` iterations.
+
+    References:
+        Press et al., "Numerical Recipes", 3rd ed., 2007, section 9.4 (``rtsafe``).
+
+    Example:
+        >>> import torch
+        >>> solve = RootFinder(max_iter=1)
+        >>> f = lambda x: (x + torch.tanh(x), 2 - torch.tanh(x) ** 2)
+        >>> t = torch.tensor([3.0])
+        >>> solve(f, t, t - 10, t + 10)
+        Traceback (most recent call last):
+        ...
+        pyroflows.transforms._root.InverseNotConvergedError: numerical inverse did not converge ...
+    """
 
 
 class InverseNotConvergedWarning(RuntimeWarning):
-    """Warning counterpart of :class:`InverseNotConvergedError` (``on_failure="warn"``)."""
+    r"""Warning counterpart of :class:`InverseNotConvergedError` (``on_failure="warn"``).
+
+    Issued when some element is not within :math:`\text{xtol}\,(1 + |x|)` after
+    ``max_iter`` iterations; the last iterate is returned.
+
+    References:
+        Press et al., "Numerical Recipes", 3rd ed., 2007, section 9.4 (``rtsafe``).
+
+    Example:
+        >>> import torch, warnings
+        >>> solve = RootFinder(max_iter=1, on_failure="warn")
+        >>> f = lambda x: (x + torch.tanh(x), 2 - torch.tanh(x) ** 2)
+        >>> t = torch.tensor([3.0])
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     x = solve(f, t, t - 10, t + 10)
+        >>> caught[0].category.__name__
+        'InverseNotConvergedWarning'
+    """
 
 
 @dataclass(frozen=True)
@@ -58,6 +93,10 @@ class RootFinder:
         on_failure: ``"raise"`` (default) raises :class:`InverseNotConvergedError` when any
             element has not converged after ``max_iter`` iterations; ``"warn"`` issues an
             :class:`InverseNotConvergedWarning` and returns the last iterate.
+
+    References:
+        Press et al., "Numerical Recipes", 3rd ed., 2007, section 9.4 (``rtsafe``: Newton
+        safeguarded by bisection).
 
     Example:
         >>> import torch

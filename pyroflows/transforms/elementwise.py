@@ -132,7 +132,20 @@ class LeakyReLU(FlowModule):
 def elementwise_affine(
     input_dim: int, context_dim: int = 0, hidden_dims: Sequence[int] | None = None
 ) -> ElementwiseAffine:
-    """Build an :class:`ElementwiseAffine` flow (identity at initialisation)."""
+    r"""Build an :class:`ElementwiseAffine` flow, :math:`y = \mu + e^{s} \odot x`.
+
+    Starts as the identity; conditional when ``context_dim > 0``.
+
+    References:
+        Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015,
+        arXiv:1505.05770.
+
+    Example:
+        >>> import torch
+        >>> flow = elementwise_affine(3, context_dim=2)
+        >>> flow.condition(torch.zeros(2))(torch.ones(3)).shape
+        torch.Size([3])
+    """
     return ElementwiseAffine(input_dim, context_dim, hidden_dims)
 
 
@@ -142,5 +155,17 @@ def leaky_relu(
     hidden_dims: Sequence[int] | None = None,
     init_slope: float = 1.0,
 ) -> LeakyReLU:
-    """Build a :class:`LeakyReLU` flow with every slope at ``init_slope`` (default 1)."""
+    r"""Build a :class:`LeakyReLU` flow: :math:`y_i = x_i` above 0, :math:`a_i x_i` below.
+
+    Every slope :math:`a_i = e^{\ell_i}` starts at ``init_slope`` (default 1: the identity).
+
+    References:
+        He et al., "Delving Deep into Rectifiers", 2015, arXiv:1502.01852.
+
+    Example:
+        >>> import torch
+        >>> flow = leaky_relu(2, init_slope=0.1)
+        >>> flow(torch.tensor([-1.0, 2.0])).detach()
+        tensor([-0.1000,  2.0000])
+    """
     return LeakyReLU(input_dim, context_dim, hidden_dims, init_slope)

@@ -122,5 +122,19 @@ def planar(
     hidden_dims: Sequence[int] | None = None,
     root_finder: RootFinder | None = None,
 ) -> Planar:
-    """Build a :class:`Planar` flow, conditional when ``context_dim > 0``."""
+    r"""Build a :class:`Planar` flow :math:`y = x + \hat u \tanh(w^T x + b)`.
+
+    Conditional when ``context_dim > 0``; ``root_finder`` sets the numerical inverse.
+
+    References:
+        Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015,
+        arXiv:1505.05770.
+
+    Example:
+        >>> import torch
+        >>> flow = planar(2, root_finder=RootFinder(max_iter=50, on_failure="warn"))
+        >>> y = flow(torch.tensor([0.5, -1.0]))
+        >>> flow.inv(y.clone()).detach()
+        tensor([ 0.5000, -1.0000])
+    """
     return Planar(input_dim, context_dim, hidden_dims, root_finder)

@@ -110,5 +110,20 @@ class Radial(FlowModule):
 def radial(
     input_dim: int, context_dim: int = 0, hidden_dims: Sequence[int] | None = None
 ) -> Radial:
-    """Build a :class:`Radial` flow, conditional when ``context_dim > 0``."""
+    r"""Build a :class:`Radial` flow :math:`y = x + \beta (x - x_0) / (\alpha + r)`.
+
+    Here :math:`r = \lVert x - x_0 \rVert`. Conditional when ``context_dim > 0``; its
+    inverse is in closed form.
+
+    References:
+        Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015,
+        arXiv:1505.05770.
+
+    Example:
+        >>> import torch
+        >>> flow = radial(3, context_dim=1)
+        >>> t = flow.condition(torch.tensor([[0.0], [1.0]]))  # two contexts
+        >>> t(torch.zeros(2, 3)).shape
+        torch.Size([2, 3])
+    """
     return Radial(input_dim, context_dim, hidden_dims)

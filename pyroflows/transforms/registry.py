@@ -47,6 +47,14 @@ class FlowSpec:
         reference: the paper, with its arXiv number.
         classes: the transform classes this entry builds (checked for registry completeness).
         event_dim: 1 for flows on vectors.
+
+    Example:
+        >>> from pyroflows.transforms import REGISTRY
+        >>> spec = REGISTRY["radial"]
+        >>> spec.family, spec.inverse, spec.fast_direction, spec.conditional
+        ('radial', 'analytic', 'both', True)
+        >>> spec.build(4, context_dim=2).context_dim
+        2
     """
 
     name: str
@@ -75,7 +83,17 @@ REGISTRY: dict[str, FlowSpec] = {}
 
 
 def register(spec: FlowSpec) -> FlowSpec:
-    """Add ``spec`` to :data:`REGISTRY`; names must be unique."""
+    """Add ``spec`` to :data:`REGISTRY`; names must be unique.
+
+    A registered flow is picked up by the conformance tests, the catalogue and ``build``.
+
+    Example:
+        >>> from pyroflows.transforms import REGISTRY, FlowSpec, register
+        >>> register(REGISTRY["planar"])
+        Traceback (most recent call last):
+        ...
+        ValueError: a flow named 'planar' is already registered
+    """
     if spec.name in REGISTRY:
         raise ValueError(f"a flow named {spec.name!r} is already registered")
     REGISTRY[spec.name] = spec
