@@ -52,7 +52,7 @@ format: setup-dev
 
 docs: setup-docs
 	$(BIN)/python -m sphinx -b html -W --keep-going -q docs docs/_build/html
-	$(BIN)/python docs/_ext/check_api_coverage.py docs/_build/html
+	$(BIN)/python docs/_ext/check_built_docs.py docs/_build/html
 	@echo "documentation in docs/_build/html/index.html"
 
 bench: setup-dev

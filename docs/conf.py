@@ -73,3 +73,5 @@ exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 
 html_theme = "furo"
 html_title = f"pyroflows {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]

@@ -253,3 +253,30 @@ def test_build_errors_are_helpful():
         REGISTRY["lu_linear"].build(2, context_dim=3)
     with pytest.raises(ValueError, match="input_dim"):
         build("planar", 0)
+
+
+def test_flows_drop_into_pyro_autonormalizingflow():
+    import pyro
+    from pyro.distributions.torch_transform import ComposeTransformModule
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoNormalizingFlow
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.tensor([3.0, -1.0]), 0.5).to_event(1))
+
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    guide = AutoNormalizingFlow(
+        model,
+        lambda dim: ComposeTransformModule(
+            [build("elementwise_affine", dim), build("radial", dim), build("planar", dim)]
+        ),
+    )
+    elbo = Trace_ELBO(num_particles=4, vectorize_particles=True)
+    svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.995}), elbo)
+    for _ in range(500):
+        svi.step()
+    with torch.no_grad():
+        samples = guide.get_posterior().sample((4000,))
+    torch.testing.assert_close(samples.mean(0), torch.tensor([3.0, -1.0]), atol=0.1, rtol=0)
+    torch.testing.assert_close(samples.std(0), torch.tensor([0.5, 0.5]), atol=0.05, rtol=0)

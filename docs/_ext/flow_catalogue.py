@@ -13,39 +13,34 @@ from sphinx.util.docutils import SphinxDirective
 from pyroflows.transforms import REGISTRY
 
 COLUMNS = (
-    "name",
-    "class",
+    "flow",
     "family",
-    "forward cost",
+    "cost: forward / inverse",
     "inverse",
-    "inverse cost",
     "log-det",
     "conditional",
     "fast direction",
-    "event dim",
     "reference",
 )
 
 
 def _inverse_text(spec) -> str:
     if spec.inverse == "numerical":
-        return "numerical (:class:`~pyroflows.transforms.RootFinder`, tol ``eps**0.75``)"
+        return "numerical (:class:`~pyroflows.transforms.RootFinder`)"
     return spec.inverse
 
 
 def _row(spec) -> list[str]:
     classes = ", ".join(f":class:`~{cls.__module__}.{cls.__qualname__}`" for cls in spec.classes)
+    event = "" if spec.event_dim == 1 else f" (event dim {spec.event_dim})"
     return [
-        f"``{spec.name}``",
-        classes,
+        f"``{spec.name}`` {classes}{event}",
         spec.family,
-        spec.forward_cost,
+        f"{spec.forward_cost} / {spec.inverse_cost}",
         _inverse_text(spec),
-        spec.inverse_cost,
         spec.log_det,
         "yes" if spec.conditional else "no",
         spec.fast_direction,
-        str(spec.event_dim),
         spec.reference,
     ]
 
@@ -56,7 +51,13 @@ class FlowCatalogue(SphinxDirective):
     has_content = False
 
     def run(self) -> list[nodes.Node]:
-        lines = [".. list-table::", "   :header-rows: 1", "   :class: flow-catalogue", ""]
+        lines = [
+            ".. list-table::",
+            "   :header-rows: 1",
+            "   :class: flow-catalogue",
+            "   :widths: 18 9 20 10 7 8 8 20",
+            "",
+        ]
         for cells in [list(COLUMNS)] + [_row(spec) for spec in REGISTRY.values()]:
             for j, cell in enumerate(cells):
                 lines.append(f"   {'* -' if j == 0 else '  -'} {cell}")

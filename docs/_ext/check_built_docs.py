@@ -1,8 +1,10 @@
-"""Fail when a public class or function of pyroflows is missing from the built API reference.
+"""Check the built documentation: complete API reference and flow catalogue.
 
-Reads the ``objects.inv`` Sphinx wrote into the HTML output and looks up every object in the
-``__all__`` of the public modules, under its public path or its defining module.
-Usage: python docs/_ext/check_api_coverage.py docs/_build/html
+* Every class and function in the ``__all__`` of the public modules has an entry in the
+  ``objects.inv`` Sphinx wrote (under its public path or its defining module).
+* The catalogue page has a row for every entry of ``pyroflows.transforms.REGISTRY``.
+
+Usage: python docs/_ext/check_built_docs.py docs/_build/html
 """
 
 from __future__ import annotations
@@ -44,10 +46,21 @@ def missing_objects(names: set[str]) -> list[str]:
     return sorted(min(known) for known in paths.values() if not known & names)
 
 
+def missing_catalogue_rows(catalogue_html: str) -> list[str]:
+    """Registry entries whose name does not appear as a code literal in the catalogue."""
+    from pyroflows.transforms import REGISTRY
+
+    return [name for name in REGISTRY if f'<span class="pre">{name}</span>' not in catalogue_html]
+
+
 if __name__ == "__main__":
     html = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/_build/html")
     absent = missing_objects(documented_names(html / "objects.inv"))
+    rows = missing_catalogue_rows((html / "catalogue.html").read_text())
     if absent:
         print("not in the API reference:", *absent, sep="\n  ")
+    if rows:
+        print("not in the flow catalogue:", *rows, sep="\n  ")
+    if absent or rows:
         sys.exit(1)
-    print("API reference covers every public class and function")
+    print("API reference and flow catalogue cover every public object and registered flow")
