@@ -13,6 +13,9 @@ from ._base import (
     InverseNotConvergedWarning,
     RootFinder,
 )
+from .autoregressive import Autoregressive, affine_autoregressive
+from .compose import FlowSequence
+from .coupling import Coupling, additive_coupling, affine_coupling, coupling_mask
 from .elementwise import ElementwiseAffine, LeakyReLU, elementwise_affine, leaky_relu
 from .linear import (
     ActNorm,
@@ -31,13 +34,21 @@ from .linear import (
 from .planar import Planar, planar
 from .radial import Radial, radial
 from .registry import REGISTRY, FlowSpec, build, register
+from .stacks import iaf, maf, nice, realnvp
+from .transformers import Additive, Affine, ElementwiseTransformer
 
 __all__ = [
     "REGISTRY",
     "ActNorm",
+    "Additive",
+    "Affine",
+    "Autoregressive",
     "ConditionedFlow",
+    "Coupling",
     "ElementwiseAffine",
+    "ElementwiseTransformer",
     "FlowModule",
+    "FlowSequence",
     "FlowSpec",
     "Householder",
     "InverseFlow",
@@ -52,15 +63,23 @@ __all__ = [
     "RootFinder",
     "TriangularLinear",
     "actnorm",
+    "additive_coupling",
+    "affine_autoregressive",
+    "affine_coupling",
     "build",
+    "coupling_mask",
     "elementwise_affine",
     "householder",
+    "iaf",
     "leaky_relu",
     "lu_linear",
+    "maf",
+    "nice",
     "permutation",
     "planar",
     "qr_linear",
     "radial",
+    "realnvp",
     "register",
     "triangular",
 ]

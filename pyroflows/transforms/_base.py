@@ -94,11 +94,10 @@ class _CachedPasses:
         stack = [flow]
         while stack:
             module = stack.pop()
-            for tensor in module._parameters.values():
-                total += tensor._version
-            for tensor in module._buffers.values():
-                if tensor is not None:
-                    total += tensor._version
+            for tensors in (module._parameters, module._buffers):
+                for tensor in tensors.values():
+                    if tensor is not None:
+                        total += tensor._version
             stack.extend(module._modules.values())
         return total
 
@@ -385,6 +384,33 @@ class InverseFlow(TransformModule, ConditionalTransformModule):
     def inv(self) -> Transform:
         """The original flow."""
         return self.flow
+
+    # -- the pass interface of FlowModule, so an inverse can sit inside a FlowSequence ----
+    @property
+    def input_dim(self) -> int:
+        """Event size of the flow."""
+        return self.flow.input_dim
+
+    @property
+    def context_dim(self) -> int:
+        """Context size of the flow (0: unconditional)."""
+        return self.flow.context_dim
+
+    def _check_event(self, value: Tensor, role: str) -> None:
+        self.flow._check_event(value, role)
+
+    def _forward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        x, log_det = self.flow._backward(y, context)
+        if log_det is None:
+            log_det = self.flow._log_det(x, y, context)
+        return x, -log_det
+
+    def _backward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        y, log_det = self.flow._forward(x, context)
+        return y, -log_det
+
+    def _log_det(self, y: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
+        return -self.flow._log_det(x, y, context)
 
     def __call__(self, y: Tensor) -> Tensor:
         return self.flow._inv_call(y)

@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 from torch.distributions import Transform
 
+from .autoregressive import Autoregressive, affine_autoregressive
+from .compose import FlowSequence
+from .coupling import Coupling, additive_coupling, affine_coupling
 from .elementwise import ElementwiseAffine, LeakyReLU, elementwise_affine, leaky_relu
 from .linear import (
     ActNorm,
@@ -25,6 +28,7 @@ from .linear import (
 )
 from .planar import Planar, planar
 from .radial import Radial, radial
+from .stacks import iaf, maf, nice, realnvp
 
 __all__ = ["REGISTRY", "FlowSpec", "build", "register"]
 
@@ -118,6 +122,9 @@ def build(name: str, input_dim: int, context_dim: int = 0, **kwargs: Any) -> Tra
 
 _RM2015 = "Rezende & Mohamed 2015, Variational Inference with Normalizing Flows, arXiv:1505.05770"
 _GLOW = "Kingma & Dhariwal 2018, Glow, arXiv:1807.03039"
+_IAF = "Kingma et al. 2016, Inverse Autoregressive Flow, arXiv:1606.04934"
+_REALNVP = "Dinh et al. 2017, Density estimation using Real NVP, arXiv:1605.08803"
+_NICE = "Dinh et al. 2015, NICE, arXiv:1410.8516"
 _ANALYTIC_EXACT = {"inverse": "analytic", "log_det": "exact"}
 
 for _spec in (
@@ -242,6 +249,90 @@ for _spec in (
         inverse_cost="O(D), closed form",
         reference=_RM2015,
         classes=(Radial,),
+    ),
+    FlowSpec(
+        name="affine_autoregressive",
+        builder=affine_autoregressive,
+        family="autoregressive",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="forward",
+        forward_cost="O(D H), one MADE pass",
+        inverse_cost="O(D^2 H), D sequential MADE passes",
+        reference=_IAF,
+        classes=(Autoregressive,),
+    ),
+    FlowSpec(
+        name="affine_coupling",
+        builder=affine_coupling,
+        family="coupling",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="both",
+        forward_cost="O(D H), one conditioner pass",
+        inverse_cost="O(D H), one conditioner pass",
+        reference=_REALNVP,
+        classes=(Coupling,),
+    ),
+    FlowSpec(
+        name="additive_coupling",
+        builder=additive_coupling,
+        family="coupling",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="both",
+        forward_cost="O(D H), one conditioner pass",
+        inverse_cost="O(D H), one conditioner pass",
+        reference=_NICE,
+        classes=(Coupling,),
+    ),
+    FlowSpec(
+        name="maf",
+        builder=maf,
+        family="autoregressive",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="inverse",
+        forward_cost="O(L D^2 H), sequential sampling",
+        inverse_cost="O(L D H), parallel density",
+        reference="Papamakarios et al. 2017, Masked Autoregressive Flow, arXiv:1705.07057",
+        classes=(FlowSequence,),
+    ),
+    FlowSpec(
+        name="iaf",
+        builder=iaf,
+        family="autoregressive",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="forward",
+        forward_cost="O(L D H), parallel sampling",
+        inverse_cost="O(L D^2 H), sequential",
+        reference=_IAF,
+        classes=(FlowSequence,),
+    ),
+    FlowSpec(
+        name="realnvp",
+        builder=realnvp,
+        family="coupling",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="both",
+        forward_cost="O(L D H)",
+        inverse_cost="O(L D H)",
+        reference=_REALNVP,
+        classes=(FlowSequence,),
+    ),
+    FlowSpec(
+        name="nice",
+        builder=nice,
+        family="coupling",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="both",
+        forward_cost="O(L D H)",
+        inverse_cost="O(L D H)",
+        reference=_NICE,
+        classes=(FlowSequence,),
     ),
 ):
     register(_spec)

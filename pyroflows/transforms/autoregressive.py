@@ -1,0 +1,125 @@
+"""Autoregressive flows: MAF and IAF from one layer, with any element-wise transformer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..nn import MADE
+from ._base import FlowModule
+from .transformers import Affine, ElementwiseTransformer
+
+__all__ = ["Autoregressive", "affine_autoregressive"]
+
+
+class Autoregressive(FlowModule):
+    r"""Autoregressive flow layer: each coordinate is transformed given the ones before it.
+
+    .. math::
+        y_i = \tau\big(x_i; \theta_i(x_{<i}, c)\big), \qquad
+        \log\left|\det \frac{\partial y}{\partial x}\right|
+        = \sum_{i=1}^{D} \log \left|\frac{\partial \tau}{\partial x_i}\right| ,
+
+    where :math:`\theta = \mathrm{MADE}(x, c)` (:class:`~pyroflows.nn.MADE`, so the Jacobian is
+    triangular in the autoregressive order) and :math:`\tau` is the element-wise
+    ``transformer`` (default :class:`~pyroflows.transforms.transformers.Affine`:
+    :math:`y_i = \mu_i + e^{s_i} x_i`).
+
+    **Directions.** The forward map is *parallel*: one MADE pass, :math:`O(D \cdot H)` per
+    sample for hidden width :math:`H`, with the log-det found on the way (cached, so scoring
+    a sample is free). The inverse is *sequential*: :math:`D` MADE passes, each exact for one
+    more coordinate in the autoregressive order (whole batch at once, no per-sample Python).
+    Used as-is in a ``TransformedDistribution`` this is an **IAF** (fast sampling, cheap
+    scoring of own samples: a variational posterior); its ``.inv`` is a **MAF** (fast density
+    evaluation: a density model). :func:`~pyroflows.transforms.maf` and
+    :func:`~pyroflows.transforms.iaf` build stacks of either.
+
+    The conditioner's output layer starts at zero with its bias at the transformer's
+    identity parameters, so the layer starts as the identity (the stable affine variant as a
+    near-identity gate). Conditional with ``context_dim > 0`` (the context enters MADE's first
+    layer unmasked).
+
+    Args:
+        input_dim: event size :math:`D`.
+        context_dim: context size (``0``: unconditional).
+        hidden_dims: MADE hidden sizes (default ``[max(32, 4 D)] * 2``).
+        transformer: the element-wise map :math:`\tau` and its parameterisation.
+        ordering: MADE input ordering (``"natural"``, ``"reverse"``, ``"random"`` or a
+            permutation).
+        seed: seed of a random ordering.
+
+    References:
+        Kingma et al., "Improving Variational Inference with Inverse Autoregressive Flow",
+        2016, arXiv:1606.04934; Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow
+        for Density Estimation", 2017, arXiv:1705.07057.
+
+    Example:
+        >>> import torch
+        >>> flow = Autoregressive(3, hidden_dims=[16])
+        >>> x = torch.randn(5, 3)
+        >>> y = flow(x)
+        >>> bool(torch.allclose(flow.inv(y.clone()), x, atol=1e-5))
+        True
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        context_dim: int = 0,
+        hidden_dims: Sequence[int] | None = None,
+        transformer: ElementwiseTransformer | None = None,
+        ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor = "natural",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(input_dim, context_dim)
+        self.transformer = transformer if transformer is not None else Affine()
+        hidden = list(hidden_dims) if hidden_dims is not None else [max(32, 4 * input_dim)] * 2
+        self.made = MADE(
+            input_dim,
+            hidden,
+            params_per_dim=self.transformer.params_per_dim,
+            context_dim=context_dim,
+            ordering=ordering,
+            seed=seed,
+        )
+        with torch.no_grad():
+            self.made.output_layer.weight.zero_()
+            self.made.output_layer.bias.copy_(self.transformer.identity_params(input_dim).flatten())
+
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        y, log_det = self.transformer.forward(x, self.made(x, context))
+        return y, log_det.sum(-1)
+
+    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        x = torch.zeros_like(y)
+        for _ in range(self.input_dim):  # pass k makes the k-th coordinate in order exact
+            x, log_det = self.transformer.inverse(y, self.made(x, context))
+        return x, log_det.sum(-1)
+
+
+def affine_autoregressive(
+    input_dim: int,
+    context_dim: int = 0,
+    hidden_dims: Sequence[int] | None = None,
+    stable: bool = False,
+    ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor = "natural",
+) -> Autoregressive:
+    r"""Build an affine :class:`Autoregressive` layer, :math:`y_i = \mu_i + e^{s_i} x_i`.
+
+    ``stable=True`` uses IAF's gated update :math:`y = \sigma x + (1 - \sigma) \mu`. Default
+    MADE hidden sizes ``[max(32, 4 D)] * 2``.
+
+    References:
+        Kingma et al., "Improving Variational Inference with Inverse Autoregressive Flow",
+        2016, arXiv:1606.04934.
+
+    Example:
+        >>> import torch
+        >>> flow = affine_autoregressive(4, stable=True)
+        >>> flow(torch.zeros(2, 4)).shape
+        torch.Size([2, 4])
+    """
+    return Autoregressive(input_dim, context_dim, hidden_dims, Affine(stable=stable), ordering)
