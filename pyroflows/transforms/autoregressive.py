@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..nn import MADE
 from ._base import FlowModule
-from .transformers import Affine, ElementwiseTransformer
+from .transformers import Affine, ElementwiseTransformer, default_hidden_dims, start_at_identity
 
 __all__ = ["Autoregressive", "affine_autoregressive"]
 
@@ -76,18 +76,15 @@ class Autoregressive(FlowModule):
     ) -> None:
         super().__init__(input_dim, context_dim)
         self.transformer = transformer if transformer is not None else Affine()
-        hidden = list(hidden_dims) if hidden_dims is not None else [max(32, 4 * input_dim)] * 2
         self.made = MADE(
             input_dim,
-            hidden,
+            default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims,
             params_per_dim=self.transformer.params_per_dim,
             context_dim=context_dim,
             ordering=ordering,
             seed=seed,
         )
-        with torch.no_grad():
-            self.made.output_layer.weight.zero_()
-            self.made.output_layer.bias.copy_(self.transformer.identity_params(input_dim).flatten())
+        start_at_identity(self.made.output_layer, self.transformer, input_dim)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y, log_det = self.transformer.forward(x, self.made(x, context))

@@ -10,7 +10,13 @@ from torch import Tensor
 
 from ..nn import MLP
 from ._base import FlowModule
-from .transformers import Additive, Affine, ElementwiseTransformer
+from .transformers import (
+    Additive,
+    Affine,
+    ElementwiseTransformer,
+    default_hidden_dims,
+    start_at_identity,
+)
 
 __all__ = ["Coupling", "additive_coupling", "affine_coupling", "coupling_mask"]
 
@@ -103,16 +109,12 @@ class Coupling(FlowModule):
         self.register_buffer(
             "merge_index", torch.argsort(torch.cat([identity_index, transformed_index]))
         )
-        hidden = list(hidden_dims) if hidden_dims is not None else [max(32, 4 * input_dim)] * 2
+        hidden = default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims
         count = len(transformed_index)
         self.conditioner = MLP(
             len(identity_index) + context_dim, hidden, self.transformer.params_per_dim * count
         )
-        with torch.no_grad():
-            self.conditioner.output_layer.weight.zero_()
-            self.conditioner.output_layer.bias.copy_(
-                self.transformer.identity_params(count).flatten()
-            )
+        start_at_identity(self.conditioner.output_layer, self.transformer, count)
 
     def _split_and_params(self, value: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
         passed = value[..., self.identity_index]

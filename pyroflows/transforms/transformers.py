@@ -17,9 +17,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = ["Additive", "Affine", "ElementwiseTransformer"]
+
+
+def default_hidden_dims(input_dim: int) -> list[int]:
+    """Conditioner hidden sizes used when none are given: two layers of ``max(32, 4 D)``."""
+    return [max(32, 4 * input_dim)] * 2
+
+
+@torch.no_grad()
+def start_at_identity(output_layer: nn.Linear, transformer: ElementwiseTransformer, dim: int):
+    """Zero a conditioner's output weights and set its bias to the identity parameters."""
+    output_layer.weight.zero_()
+    output_layer.bias.copy_(transformer.identity_params(dim).flatten())
 
 
 def _clamp_keep_gradient(value: Tensor, low: float, high: float) -> Tensor:
