@@ -42,7 +42,13 @@ CASE_IDS = [case.id for case in CASES]
 TOLERANCE_FLOAT64 = {
     "planar": (1e-9, "numerical inverse: root finder tolerance eps**0.75 then one Newton step"),
 }
+_SPLINE_FLOAT32 = (
+    "4 perturbed spline layers with knot slopes down to 1e-3: each inverse amplifies float32 "
+    "rounding up to 1000-fold"
+)
 TOLERANCE_FLOAT32 = {
+    "nsf": (5e-3, _SPLINE_FLOAT32),
+    "nsf_autoregressive": (5e-3, _SPLINE_FLOAT32),
     "qr_linear": (5e-4, "QR inverse: Householder product and triangular solve in float32"),
     "lu_linear": (5e-4, "two float32 triangular solves with a random orthogonal start"),
 }
@@ -50,10 +56,28 @@ TOLERANCE_FLOAT32 = {
 
 # Round trips of inputs up to 1e3 in float64, relative to the input's size. Default 1e-9.
 _DEEP_STACK = (
-    "5-8 perturbed layers, each contracting by up to e^-5 far from the data (the log-scale "
-    "clamp), amplify rounding errors of the inverse by up to that condition number"
+    "far from the data every layer of a perturbed stack sits at its log-scale clamp, so 4-8 "
+    "layers contracting by up to e^-5 each reach condition numbers up to e^40: the check is "
+    "that the round trip stays finite and close, not float64-exact"
 )
-TOLERANCE_FAR = {name: (1e-5, _DEEP_STACK) for name in ("maf", "iaf", "realnvp", "nice")}
+TOLERANCE_FAR = {
+    name: (1e-3, _DEEP_STACK)
+    for name in ("maf", "iaf", "realnvp", "nice", "nsf", "nsf_autoregressive")
+}
+
+# |integral of the density - 1| on the test grid. Default 1e-4.
+_SPLINE_QUADRATURE = (
+    "spline densities have steep pieces (knot slopes down to 1e-3) that 0.05-wide cells "
+    "resolve to a few 1e-4 (refining the grid converges to 1)"
+)
+TOLERANCE_DENSITY = {
+    name: (1e-3, _SPLINE_QUADRATURE)
+    for name in ("spline", "spline_coupling", "spline_autoregressive", "nsf", "nsf_autoregressive")
+}
+
+
+def density_tolerance(case: Case) -> float:
+    return TOLERANCE_DENSITY.get(case.name, (1e-4, ""))[0]
 
 
 def far_tolerance(case: Case) -> float:
@@ -66,7 +90,9 @@ def tolerance(case: Case, dtype: torch.dtype) -> float:
     return TOLERANCE_FLOAT32.get(case.name, (1e-4, ""))[0]
 
 
-def make_flow(case: Case, dim: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0):
+def make_flow(
+    case: Case, dim: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0, scale: float = 0.5
+):
     """Build the case's flow, pass one batch through it (data-dependent init), then perturb
     every parameter so that no check passes only because a flow starts as the identity."""
     torch.manual_seed(seed)
@@ -77,7 +103,7 @@ def make_flow(case: Case, dim: int = 3, dtype: torch.dtype = torch.float64, seed
         as_transform(flow, context)(warmup)
         for param in flow.parameters():
             fan = param.shape[-1] if param.dim() >= 2 else 1
-            param.add_(0.5 / math.sqrt(fan) * torch.randn_like(param))
+            param.add_(scale / math.sqrt(fan) * torch.randn_like(param))
     flow.clear_cache()
     return flow
 

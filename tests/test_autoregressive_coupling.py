@@ -52,9 +52,12 @@ def test_made_context_reaches_every_output():
     _perturb(made)
     total = 0
     for _ in range(5):  # a single context may leave every degree-0 ReLU unit inactive
-        total = total + torch.autograd.functional.jacobian(
-            lambda c: made(torch.zeros(3, dtype=F64), c), torch.randn(4, dtype=F64)
-        ).abs()
+        total = (
+            total
+            + torch.autograd.functional.jacobian(
+                lambda c: made(torch.zeros(3, dtype=F64), c), torch.randn(4, dtype=F64)
+            ).abs()
+        )
     assert (total.sum(-1) > 0).all()
 
 

@@ -17,6 +17,7 @@ from flow_cases import (
     CASE_IDS,
     CASES,
     as_transform,
+    density_tolerance,
     far_tolerance,
     make_context,
     make_flow,
@@ -250,20 +251,21 @@ def test_nan_stays_in_its_sample(case, direction):
 # -- the density is normalised -----------------------------------------------------------------
 @cases
 def test_density_integrates_to_one_on_a_grid(case):
-    flow, _, _ = _flow_and_transform(case, dim=2)
+    # A milder perturbation than elsewhere: normalisation errors show at any parameters, and
+    # strongly perturbed deep stacks put mass outside the grid or make peaks it cannot resolve.
+    flow = make_flow(case, dim=2, scale=0.25)
     context = make_context(case, ())
     model = dist.TransformedDistribution(_standard_normal(2), [as_transform(flow, context)])
-    # Midpoint rule on 800 x 800 cells of [-20, 20]^2 (perturbed deep stacks spread mass past
-    # +-10): cell edges fall on 0, where element-wise flows such as the leaky ReLU have a kink,
-    # so the quadrature stays second order.
-    half_width, cells = 20.0, 800
+    # Midpoint rule on 400 x 400 cells of [-10, 10]^2: cell edges fall on 0, where element-wise
+    # flows such as the leaky ReLU have a kink, so the quadrature stays second order.
+    half_width, cells = 10.0, 400
     width = 2 * half_width / cells
     axis = -half_width + width * (torch.arange(cells, dtype=torch.float64) + 0.5)
     grid = torch.cartesian_prod(axis, axis)
     with torch.no_grad():
         density = model.log_prob(grid).exp()
     cell = width**2
-    assert float(density.sum() * cell) == pytest.approx(1.0, abs=1e-4)
+    assert float(density.sum() * cell) == pytest.approx(1.0, abs=density_tolerance(case))
 
 
 # -- device agnosticism ------------------------------------------------------------------------

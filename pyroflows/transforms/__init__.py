@@ -34,7 +34,14 @@ from .linear import (
 from .planar import Planar, planar
 from .radial import Radial, radial
 from .registry import REGISTRY, FlowSpec, build, register
-from .stacks import iaf, maf, nice, realnvp
+from .splines import (
+    RationalQuadraticSpline,
+    Spline,
+    spline,
+    spline_autoregressive,
+    spline_coupling,
+)
+from .stacks import iaf, maf, nice, nsf, realnvp
 from .transformers import Additive, Affine, ElementwiseTransformer
 
 __all__ = [
@@ -60,7 +67,9 @@ __all__ = [
     "Planar",
     "QRLinear",
     "Radial",
+    "RationalQuadraticSpline",
     "RootFinder",
+    "Spline",
     "TriangularLinear",
     "actnorm",
     "additive_coupling",
@@ -75,11 +84,15 @@ __all__ = [
     "lu_linear",
     "maf",
     "nice",
+    "nsf",
     "permutation",
     "planar",
     "qr_linear",
     "radial",
     "realnvp",
     "register",
+    "spline",
+    "spline_autoregressive",
+    "spline_coupling",
     "triangular",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from torch.distributions import Transform
@@ -28,7 +29,8 @@ from .linear import (
 )
 from .planar import Planar, planar
 from .radial import Radial, radial
-from .stacks import iaf, maf, nice, realnvp
+from .splines import Spline, spline, spline_autoregressive, spline_coupling
+from .stacks import iaf, maf, nice, nsf, realnvp
 
 __all__ = ["REGISTRY", "FlowSpec", "build", "register"]
 
@@ -125,6 +127,7 @@ _GLOW = "Kingma & Dhariwal 2018, Glow, arXiv:1807.03039"
 _IAF = "Kingma et al. 2016, Inverse Autoregressive Flow, arXiv:1606.04934"
 _REALNVP = "Dinh et al. 2017, Density estimation using Real NVP, arXiv:1605.08803"
 _NICE = "Dinh et al. 2015, NICE, arXiv:1410.8516"
+_NSF = "Durkan et al. 2019, Neural Spline Flows, arXiv:1906.04032"
 _ANALYTIC_EXACT = {"inverse": "analytic", "log_det": "exact"}
 
 for _spec in (
@@ -332,6 +335,66 @@ for _spec in (
         forward_cost="O(L D H)",
         inverse_cost="O(L D H)",
         reference=_NICE,
+        classes=(FlowSequence,),
+    ),
+    FlowSpec(
+        name="spline",
+        builder=spline,
+        family="elementwise",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="both",
+        forward_cost="O(D K)",
+        inverse_cost="O(D K), analytic",
+        reference=_NSF,
+        classes=(Spline,),
+    ),
+    FlowSpec(
+        name="spline_coupling",
+        builder=spline_coupling,
+        family="coupling",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="both",
+        forward_cost="O(D H + D K H)",
+        inverse_cost="O(D H + D K H), analytic",
+        reference=_NSF,
+        classes=(Coupling,),
+    ),
+    FlowSpec(
+        name="spline_autoregressive",
+        builder=spline_autoregressive,
+        family="autoregressive",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="forward",
+        forward_cost="O(D K H), one MADE pass",
+        inverse_cost="O(D^2 K H), D sequential MADE passes",
+        reference=_NSF,
+        classes=(Autoregressive,),
+    ),
+    FlowSpec(
+        name="nsf",
+        builder=nsf,
+        family="coupling",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="both",
+        forward_cost="O(L D K H)",
+        inverse_cost="O(L D K H)",
+        reference=_NSF,
+        classes=(FlowSequence,),
+    ),
+    FlowSpec(
+        name="nsf_autoregressive",
+        builder=partial(nsf, autoregressive=True),
+        family="autoregressive",
+        **_ANALYTIC_EXACT,
+        conditional=True,
+        fast_direction="inverse",
+        forward_cost="O(L D^2 K H), sequential sampling",
+        inverse_cost="O(L D K H), parallel density",
+        reference=_NSF,
         classes=(FlowSequence,),
     ),
 ):

@@ -1,0 +1,298 @@
+"""Rational-quadratic spline flows (Durkan et al. 2019): element-wise, coupling, autoregressive."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..nn import FlowParameters
+from ._base import FlowModule
+from .autoregressive import Autoregressive
+from .coupling import Coupling
+from .transformers import ElementwiseTransformer
+
+__all__ = [
+    "RationalQuadraticSpline",
+    "Spline",
+    "spline",
+    "spline_autoregressive",
+    "spline_coupling",
+]
+
+# softplus(_UNIT_DERIVATIVE) + min_derivative == 1 at the knots of an untrained spline.
+_MIN_BIN, _MIN_DERIVATIVE = 1e-3, 1e-3
+
+
+def _knots(raw: Tensor, bound: float) -> tuple[Tensor, Tensor]:
+    """Knot positions ``(..., K + 1)`` from -bound to bound, and bin sizes ``(..., K)``."""
+    count = raw.shape[-1]
+    fractions = _MIN_BIN + (1 - _MIN_BIN * count) * torch.softmax(raw, dim=-1)
+    inner = torch.cumsum(fractions[..., :-1], dim=-1) * (2 * bound) - bound
+    ends = torch.full_like(fractions[..., :1], bound)
+    knots = torch.cat([-ends, inner, ends], dim=-1)  # exact end points, whatever the rounding
+    return knots, knots[..., 1:] - knots[..., :-1]
+
+
+class RationalQuadraticSpline(ElementwiseTransformer):
+    r"""Monotone rational-quadratic spline on :math:`[-B, B]` with identity (linear) tails.
+
+    :math:`K` bins with knots :math:`(x_k, y_k)` and positive knot derivatives
+    :math:`\delta_k` (:math:`\delta_0 = \delta_K = 1`, so the tails join smoothly). In bin
+    :math:`k`, with :math:`\xi = (x - x_k)/w_k`, :math:`s_k = h_k / w_k`,
+
+    .. math::
+        y = y_k + \frac{h_k\,[s_k \xi^2 + \delta_k \xi(1 - \xi)]}
+                      {s_k + (\delta_{k+1} + \delta_k - 2 s_k)\,\xi(1 - \xi)},
+
+    .. math::
+        \frac{\partial y}{\partial x} = \frac{s_k^2\,[\delta_{k+1}\xi^2 + 2 s_k \xi(1-\xi)
+        + \delta_k (1 - \xi)^2]}{[s_k + (\delta_{k+1} + \delta_k - 2 s_k)\,\xi(1 - \xi)]^2} .
+
+    Outside :math:`[-B, B]` the map is the identity. The inverse is analytic: :math:`\xi`
+    solves a quadratic, taken in the cancellation-free form
+    :math:`\xi = 2c / (-b - \sqrt{b^2 - 4ac})`. Parameters per dimension: :math:`3K - 1`
+    unconstrained values (``K`` widths and ``K`` heights through a softmax with a minimum bin
+    size, ``K - 1`` interior derivatives through a softplus with a minimum slope); zeros give
+    the identity. Cost :math:`O(K)` per element in both directions.
+
+    Args:
+        count_bins: number of bins :math:`K`.
+        bound: half-width :math:`B` of the spline's interval.
+
+    References:
+        Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", 2019,
+        arXiv:1906.04032; Gregory & Delbourgo, "Piecewise rational quadratic interpolation to
+        monotonic data", 1982.
+
+    Example:
+        >>> import torch
+        >>> spline = RationalQuadraticSpline(count_bins=4, bound=2.0)
+        >>> params = torch.randn(3, spline.params_per_dim, 1)
+        >>> x = torch.tensor([[-3.0], [0.5], [1.9]])
+        >>> y, log_det = spline.forward(x, params)
+        >>> bool(torch.allclose(spline.inverse(y, params)[0], x, atol=1e-5)), float(y[0, 0])
+        (True, -3.0)
+    """
+
+    def __init__(self, count_bins: int = 8, bound: float = 3.0) -> None:
+        if count_bins < 1:
+            raise ValueError(f"count_bins must be positive, got {count_bins}")
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        self.count_bins, self.bound = int(count_bins), float(bound)
+        self.params_per_dim = 3 * self.count_bins - 1
+        self._unit_derivative = float(torch.log(torch.expm1(torch.tensor(1 - _MIN_DERIVATIVE))))
+
+    def __repr__(self) -> str:
+        return f"RationalQuadraticSpline(count_bins={self.count_bins}, bound={self.bound})"
+
+    def identity_params(self, dim: int) -> Tensor:
+        """Equal bins and unit knot slopes: the identity on :math:`[-B, B]`."""
+        params = torch.zeros(self.params_per_dim, dim)
+        params[2 * self.count_bins :] = self._unit_derivative
+        return params
+
+    def _spline(self, params: Tensor) -> tuple[Tensor, ...]:
+        """Knots ``(..., d, K+1)``, bin sizes ``(..., d, K)``, knot slopes ``(..., d, K+1)``."""
+        raw = params.movedim(-2, -1)  # (..., d, 3K - 1)
+        bins = self.count_bins
+        x_knots, widths = _knots(raw[..., :bins], self.bound)
+        y_knots, heights = _knots(raw[..., bins : 2 * bins], self.bound)
+        interior = _MIN_DERIVATIVE + F.softplus(raw[..., 2 * bins :])
+        slopes = F.pad(interior, (1, 1), value=1.0)
+        return x_knots, widths, y_knots, heights, slopes
+
+    @staticmethod
+    def _gather(values: Tensor, index: Tensor) -> Tensor:
+        return values.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+
+    def _bin_quantities(self, knots: Tensor, value: Tensor, spline: tuple[Tensor, ...]):
+        """Locate ``value`` in ``knots`` and gather its bin's quantities."""
+        x_knots, widths, y_knots, heights, slopes = spline
+        batch = torch.broadcast_shapes(value.shape, knots.shape[:-1])
+        knots = knots.expand(*batch, -1)
+        inner = knots[..., 1:-1].contiguous()
+        index = torch.searchsorted(inner, value.expand(batch).unsqueeze(-1).contiguous())
+        index = index.squeeze(-1)
+        pick = lambda t: self._gather(t.expand(*batch, -1), index)  # noqa: E731
+        width, height = pick(widths), pick(heights)
+        return (
+            pick(x_knots),
+            width,
+            pick(y_knots),
+            height,
+            height / width,
+            pick(slopes[..., :-1]),
+            pick(slopes[..., 1:]),
+        )
+
+    def _log_slope(self, xi, slope, d_left, d_right, denominator):
+        numerator = slope**2 * (
+            d_right * xi**2 + 2 * slope * xi * (1 - xi) + d_left * (1 - xi) ** 2
+        )
+        return numerator.log() - 2 * denominator.log()
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Return the spline of ``x`` and :math:`\log|\partial y / \partial x|`."""
+        spline = self._spline(params)
+        inside = (x > -self.bound) & (x < self.bound)
+        x_in = x.clamp(-self.bound, self.bound)
+        x_k, width, y_k, height, slope, d_left, d_right = self._bin_quantities(
+            spline[0], x_in, spline
+        )
+        xi = ((x_in - x_k) / width).clamp(0, 1)
+        mix = xi * (1 - xi)
+        denominator = slope + (d_right + d_left - 2 * slope) * mix
+        y_in = y_k + height * (slope * xi**2 + d_left * mix) / denominator
+        log_det = self._log_slope(xi, slope, d_left, d_right, denominator)
+        y = torch.where(inside, y_in, x)
+        return y, torch.where(inside, log_det, torch.zeros_like(log_det))
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the inverse spline of ``y`` and the forward log-slope at the result."""
+        spline = self._spline(params)
+        inside = (y > -self.bound) & (y < self.bound)
+        y_in = y.clamp(-self.bound, self.bound)
+        x_k, width, y_k, height, slope, d_left, d_right = self._bin_quantities(
+            spline[2], y_in, spline
+        )
+        offset = y_in - y_k
+        curvature = d_right + d_left - 2 * slope
+        a = height * (slope - d_left) + offset * curvature
+        b = height * d_left - offset * curvature
+        c = -slope * offset
+        discriminant = (b**2 - 4 * a * c).clamp_min(0)
+        xi = ((2 * c) / (-b - discriminant.sqrt())).clamp(0, 1)
+        x_in = x_k + xi * width
+        mix = xi * (1 - xi)
+        denominator = slope + curvature * mix
+        log_det = self._log_slope(xi, slope, d_left, d_right, denominator)
+        x = torch.where(inside, x_in, y)
+        return x, torch.where(inside, log_det, torch.zeros_like(log_det))
+
+
+class Spline(FlowModule):
+    r"""Element-wise rational-quadratic spline flow: :math:`y_i = \mathrm{RQS}(x_i; \theta_i)`.
+
+    Each dimension has its own monotone spline on :math:`[-B, B]` (identity outside) with
+    learnable (or, with ``context_dim > 0``, context-dependent) knots; see
+    :class:`RationalQuadraticSpline` for the formula, the log-det and the analytic inverse.
+    :math:`O(DK)` per sample both ways. Starts as the identity.
+
+    Args:
+        input_dim: event size :math:`D`.
+        context_dim: context size (``0``: unconditional).
+        hidden_dims: hidden sizes of the context network (conditional only).
+        count_bins: bins :math:`K` per dimension.
+        bound: half-width :math:`B` of the spline interval.
+
+    References:
+        Durkan et al., "Neural Spline Flows", 2019, arXiv:1906.04032.
+
+    Example:
+        >>> import torch
+        >>> flow = Spline(2, count_bins=4)
+        >>> x = torch.tensor([[0.3, -5.0]])
+        >>> flow(x).detach()  # identity at initialisation
+        tensor([[ 0.3000, -5.0000]])
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        context_dim: int = 0,
+        hidden_dims: Sequence[int] | None = None,
+        count_bins: int = 8,
+        bound: float = 3.0,
+    ) -> None:
+        super().__init__(input_dim, context_dim)
+        self.transformer = RationalQuadraticSpline(count_bins, bound)
+        init = {"knots": self.transformer.identity_params(input_dim)}
+        self.params = FlowParameters(init, context_dim, hidden_dims)
+
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        y, log_det = self.transformer.forward(x, self.params(context)["knots"])
+        return y, log_det.sum(-1)
+
+    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        x, log_det = self.transformer.inverse(y, self.params(context)["knots"])
+        return x, log_det.sum(-1)
+
+
+def spline(
+    input_dim: int,
+    context_dim: int = 0,
+    hidden_dims: Sequence[int] | None = None,
+    count_bins: int = 8,
+    bound: float = 3.0,
+) -> Spline:
+    r"""Build an element-wise :class:`Spline` flow, :math:`y_i = \mathrm{RQS}(x_i; \theta_i)`.
+
+    References:
+        Durkan et al., "Neural Spline Flows", 2019, arXiv:1906.04032.
+
+    Example:
+        >>> flow = spline(3, count_bins=5, bound=4.0)
+        >>> flow.params.knots.shape
+        torch.Size([14, 3])
+    """
+    return Spline(input_dim, context_dim, hidden_dims, count_bins, bound)
+
+
+def spline_coupling(
+    input_dim: int,
+    context_dim: int = 0,
+    hidden_dims: Sequence[int] | None = None,
+    count_bins: int = 8,
+    bound: float = 3.0,
+    mask: Tensor | None = None,
+) -> Coupling:
+    r"""Build a spline :class:`~pyroflows.transforms.Coupling` layer (NSF, coupling form).
+
+    :math:`y_b = \mathrm{RQS}(x_b; \theta(x_a))` with :math:`3K - 1` parameters per
+    transformed coordinate from the conditioner; both directions one conditioner pass.
+
+    References:
+        Durkan et al., "Neural Spline Flows", 2019, arXiv:1906.04032.
+
+    Example:
+        >>> import torch
+        >>> flow = spline_coupling(4, count_bins=4)
+        >>> x = torch.randn(2, 4)
+        >>> bool(torch.allclose(flow(x), x, atol=1e-6))  # identity at initialisation
+        True
+    """
+    return Coupling(
+        input_dim, context_dim, hidden_dims, RationalQuadraticSpline(count_bins, bound), mask
+    )
+
+
+def spline_autoregressive(
+    input_dim: int,
+    context_dim: int = 0,
+    hidden_dims: Sequence[int] | None = None,
+    count_bins: int = 8,
+    bound: float = 3.0,
+    ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor = "natural",
+) -> Autoregressive:
+    r"""Build a spline :class:`~pyroflows.transforms.Autoregressive` layer (NSF, AR form).
+
+    :math:`y_i = \mathrm{RQS}(x_i; \theta_i(x_{<i}))`: parallel forward, sequential inverse
+    (``D`` MADE passes, each with the analytic spline inverse).
+
+    References:
+        Durkan et al., "Neural Spline Flows", 2019, arXiv:1906.04032.
+
+    Example:
+        >>> import torch
+        >>> flow = spline_autoregressive(3, count_bins=4, hidden_dims=[16])
+        >>> flow(torch.zeros(5, 3)).shape
+        torch.Size([5, 3])
+    """
+    return Autoregressive(
+        input_dim, context_dim, hidden_dims, RationalQuadraticSpline(count_bins, bound), ordering
+    )
