@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from crosscheck_helpers import assert_close, seed_for
 from pyro.distributions import transforms as pyro_transforms
 from pyro.distributions.transforms.planar import ConditionedPlanar
 from pyro.distributions.transforms.radial import ConditionedRadial
@@ -27,20 +28,6 @@ TIGHT = {"atol": 1e-12, "rtol": 1e-12}
 # pyroflows' planar inverse is a numerical root solve (relative tolerance eps**0.75 ~ 2e-12),
 # so the recovered input is held to a looser, still float64-only, bound.
 INVERSE = {"atol": 1e-10, "rtol": 1e-10}
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: dict[str, float]) -> None:
-    assert actual.dtype == expected.dtype == torch.float64
-    torch.testing.assert_close(actual, expected, **tol)
-
-
-def seed_for(*values: object) -> int:
-    """A fixed seed per test case (independent of test order and of ``PYTHONHASHSEED``)."""
-    seed = 0
-    for value in values:
-        for char in repr(value):
-            seed = (seed * 131 + ord(char)) % 2**31
-    return seed
 
 
 def inputs(batch_shape: tuple[int, ...], dim: int, scale: float = 1.5) -> torch.Tensor:

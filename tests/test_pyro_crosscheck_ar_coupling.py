@@ -18,6 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from crosscheck_helpers import assert_close, seed_for
 from pyro.distributions.transforms import (
     AffineAutoregressive,
     AffineCoupling,
@@ -35,21 +36,6 @@ BATCH_SHAPES = [(7,), (3, 4)]
 HIDDEN = [16, 16]
 # Same formulas in float64 on the same conditioner outputs: a few ulps apart at most.
 TIGHT = {"atol": 1e-12, "rtol": 1e-12}
-
-
-def assert_close(actual: Tensor, expected: Tensor, tol: dict[str, float] = TIGHT) -> None:
-    assert actual.dtype == expected.dtype == torch.float64
-    assert actual.shape == expected.shape
-    torch.testing.assert_close(actual, expected, **tol)
-
-
-def seed_for(*values: object) -> int:
-    """A fixed seed per test case (independent of test order and of ``PYTHONHASHSEED``)."""
-    seed = 0
-    for value in values:
-        for char in repr(value):
-            seed = (seed * 131 + ord(char)) % 2**31
-    return seed
 
 
 def inputs(batch_shape: tuple[int, ...], dim: int, scale: float = 1.5) -> Tensor:

@@ -33,6 +33,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from crosscheck_helpers import assert_close, seed_for
 from pyro.distributions import transforms as pyro_transforms
 from pyro.distributions.transforms.spline import (
     ConditionedSpline,
@@ -74,21 +75,6 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def assert_close(actual: Tensor, expected: Tensor, tol: dict[str, float] = TIGHT) -> None:
-    assert actual.dtype == expected.dtype == torch.float64
-    assert actual.shape == expected.shape
-    torch.testing.assert_close(actual, expected, **tol)
-
-
-def seed_for(*values: object) -> int:
-    """A fixed seed per test case (independent of test order and of ``PYTHONHASHSEED``)."""
-    seed = 0
-    for value in values:
-        for char in repr(value):
-            seed = (seed * 131 + ord(char)) % 2**31
-    return seed
 
 
 def inputs(batch_shape: tuple[int, ...], dim: int, bound: float) -> Tensor:
