@@ -108,6 +108,8 @@ class RationalQuadraticSpline(ElementwiseTransformer):
 
     @staticmethod
     def _gather(values: Tensor, index: Tensor) -> Tensor:
+        """``values[..., index]`` per element: the bin quantity of each input's bin."""
+        values = values.expand(*index.shape, values.shape[-1])
         return values.gather(-1, index.unsqueeze(-1)).squeeze(-1)
 
     def _bin_quantities(self, knots: Tensor, value: Tensor, spline: tuple[Tensor, ...]):
@@ -118,16 +120,15 @@ class RationalQuadraticSpline(ElementwiseTransformer):
         inner = knots[..., 1:-1].contiguous()
         index = torch.searchsorted(inner, value.expand(batch).unsqueeze(-1).contiguous())
         index = index.squeeze(-1)
-        pick = lambda t: self._gather(t.expand(*batch, -1), index)  # noqa: E731
-        width, height = pick(widths), pick(heights)
+        width, height = self._gather(widths, index), self._gather(heights, index)
         return (
-            pick(x_knots),
+            self._gather(x_knots, index),
             width,
-            pick(y_knots),
+            self._gather(y_knots, index),
             height,
             height / width,
-            pick(slopes[..., :-1]),
-            pick(slopes[..., 1:]),
+            self._gather(slopes[..., :-1], index),
+            self._gather(slopes[..., 1:], index),
         )
 
     def _log_slope(self, xi, slope, d_left, d_right, denominator):
