@@ -1,4 +1,4 @@
-"""pyroflows vs Pyro: MAF, IAF and RealNVP stacks, same architecture, timed interleaved.
+"""pyroflows vs Pyro: MAF, IAF, RealNVP and spline stacks, same architecture, interleaved.
 
 Both sides build the same network (layer count, hidden sizes, parameter count printed per
 row; they match exactly) and run inside the same ``pyro.distributions.TransformedDistribution``
@@ -25,6 +25,17 @@ over a standard normal base, built once before timing. Cases:
   layers with a reversing ``T.Permute`` between consecutive couplings (7 permutations, no
   parameters) so that both halves get transformed.
 
+* Spline training steps (D = 8, batch 1024, 5 layers, hidden ``[256, 256]``, 8 bins on
+  ``[-3, 3]``, same loss and optimizer as the MAF step), rational-quadratic splines on both
+  sides (Pyro's ``order="quadratic"``, with conditioners emitting exactly the 3K - 1
+  parameters per coordinate it uses). Autoregressive: ours
+  ``REGISTRY["nsf_autoregressive"].build(8, num_layers=5, ...)`` (inverted layers, parallel
+  density, alternating orderings), Pyro ``SplineAutoregressive(...).inv`` x 5. Coupling: ours
+  ``spline_coupling`` layers with the halves swapped from layer to layer, Pyro
+  ``SplineCoupling(..., identity=True)`` (the conditioning half passes unchanged, as in ours;
+  its unused element-wise ``lower_spline`` is removed) with a reversing ``Permute`` between
+  layers.
+
 Pyro's transforms cache passes by input identity, so ``clear_cache()`` is called on every
 Pyro module after each step (as Pyro's tutorials do); it is called on ours too (harmless:
 our cache is keyed on parameter versions as well). Initialisations are each library's own.
@@ -42,9 +53,10 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as pyro_t
 import torch
 from _timing import interleaved_medians, machine_line
+from pyro.nn import AutoRegressiveNN, DenseNN
 from torch import nn
 
-from pyroflows.transforms import REGISTRY
+from pyroflows.transforms import REGISTRY, FlowSequence, coupling_mask, spline_coupling
 
 
 def _is_inverse(transform) -> bool:
@@ -97,16 +109,79 @@ def pyro_iaf(dim: int, hidden: list[int], layers: int, stable: bool) -> Side:
     return Side(modules, list(modules))
 
 
-def pyro_realnvp(dim: int, hidden: list[int], layers: int) -> Side:
-    modules = nn.ModuleList(
-        [pyro_t.affine_coupling(dim, hidden_dims=hidden) for _ in range(layers)]
-    )
+def pyro_couplings_with_reversals(modules: nn.ModuleList, dim: int) -> Side:
+    """Pyro coupling layers with a reversing ``Permute`` between consecutive ones."""
     transforms: list = []
     for index, module in enumerate(modules):
         if index:
             transforms.append(pyro_t.Permute(torch.arange(dim - 1, -1, -1)))
         transforms.append(module)
     return Side(modules, transforms)
+
+
+def pyro_realnvp(dim: int, hidden: list[int], layers: int) -> Side:
+    modules = nn.ModuleList(
+        [pyro_t.affine_coupling(dim, hidden_dims=hidden) for _ in range(layers)]
+    )
+    return pyro_couplings_with_reversals(modules, dim)
+
+
+def _pyro_spline_params(count: int, bins: int) -> list[int]:
+    """Conditioner outputs of Pyro's quadratic spline: widths, heights, inner derivatives."""
+    return [count * bins, count * bins, count * (bins - 1)]
+
+
+def pyro_spline_autoregressive(dim: int, hidden: list[int], layers: int, bins: int) -> Side:
+    modules = nn.ModuleList(
+        [
+            pyro_t.SplineAutoregressive(
+                dim,
+                AutoRegressiveNN(dim, hidden, param_dims=_pyro_spline_params(1, bins)),
+                count_bins=bins,
+                bound=3.0,
+                order="quadratic",
+            )
+            for _ in range(layers)
+        ]
+    )
+    return Side(modules, [module.inv for module in modules])
+
+
+def pyro_spline_coupling(dim: int, hidden: list[int], layers: int, bins: int) -> Side:
+    split = dim // 2
+    modules = nn.ModuleList(
+        [
+            pyro_t.SplineCoupling(
+                dim,
+                split,
+                DenseNN(split, hidden, param_dims=_pyro_spline_params(dim - split, bins)),
+                count_bins=bins,
+                bound=3.0,
+                order="quadratic",
+                identity=True,  # leave x_a unchanged, as the coupling layers of ours do
+            )
+            for _ in range(layers)
+        ]
+    )
+    for module in modules:
+        module.lower_spline = None  # unused with identity=True: drop its parameters
+    return pyro_couplings_with_reversals(modules, dim)
+
+
+def ours_spline_coupling(dim: int, hidden: list[int], layers: int, bins: int) -> Side:
+    flow = FlowSequence(
+        [
+            spline_coupling(
+                dim,
+                hidden_dims=hidden,
+                count_bins=bins,
+                bound=3.0,
+                mask=coupling_mask(dim, "half", flip=k % 2 == 1),
+            )
+            for k in range(layers)
+        ]
+    )
+    return ours_single(flow)
 
 
 def density_step(side: Side, dim: int, data: torch.Tensor) -> Callable[[], None]:
@@ -235,6 +310,35 @@ def main() -> None:
         medians,
         "Pyro: 7 reversing Permutes (no params)",
     )
+
+    # 5. Spline training steps, autoregressive and coupling.
+    bins = 8
+    data = torch.randn(small_batch, small)
+    contenders = {
+        "spline AR": (
+            ours_single(
+                REGISTRY["nsf_autoregressive"].build(
+                    small, num_layers=5, hidden_dims=hidden, count_bins=bins, bound=3.0
+                )
+            ),
+            pyro_spline_autoregressive(small, hidden, 5, bins),
+            "",
+        ),
+        "spline coupling": (
+            ours_spline_coupling(small, hidden, 5, bins),
+            pyro_spline_coupling(small, hidden, 5, bins),
+            "Pyro: 4 reversing Permutes (no params)",
+        ),
+    }
+    for label, (ours, theirs, note) in contenders.items():
+        medians = interleaved_medians(
+            {
+                "pyro": density_step(theirs, small, data),
+                "ours": density_step(ours, small, data),
+            },
+            repeats=repeats,
+        )
+        report(f"{label} train step D={small} B={small_batch}", ours, theirs, medians, note)
 
 
 if __name__ == "__main__":

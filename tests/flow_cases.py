@@ -70,9 +70,17 @@ _SPLINE_QUADRATURE = (
     "spline densities have steep pieces (knot slopes down to 1e-3) that 0.05-wide cells "
     "resolve to a few 1e-4 (refining the grid converges to 1)"
 )
+_SPLINE_STACK_QUADRATURE = (
+    "four stacked spline layers compound the steep pieces: measured 0.99787 for "
+    "nsf_autoregressive|ctx at 0.05-wide cells, 1.00006 at 0.0125-wide cells (quadrature error, "
+    "no mass outside the grid in 2e5 samples)"
+)
 TOLERANCE_DENSITY = {
-    name: (1e-3, _SPLINE_QUADRATURE)
-    for name in ("spline", "spline_coupling", "spline_autoregressive", "nsf", "nsf_autoregressive")
+    **{
+        name: (1e-3, _SPLINE_QUADRATURE)
+        for name in ("spline", "spline_coupling", "spline_autoregressive")
+    },
+    **{name: (3e-3, _SPLINE_STACK_QUADRATURE) for name in ("nsf", "nsf_autoregressive")},
 }
 
 

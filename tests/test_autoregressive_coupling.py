@@ -120,3 +120,31 @@ def test_flow_sequence_checks_and_mixing_conditional_layers():
     assert mixed.context_dim == 3
     y = mixed.condition(torch.zeros(5, 3))(torch.randn(5, 2))
     assert y.shape == (5, 2)
+
+
+@pytest.mark.parametrize("ordering", ["natural", "reverse", "random"])
+@pytest.mark.parametrize("hidden_dims", [[7], [16, 9]], ids=["one", "two"])
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_made_sequential_passes_equal_full_pass(ordering, hidden_dims, context_dim):
+    """Pass k through the sorted prefixes gives exactly the full MADE's parameters of order[k]."""
+    dim, params = 5, 3
+    made = MADE(dim, hidden_dims, params, context_dim, ordering=ordering, seed=4).double()
+    _perturb(made)
+    x = torch.randn(6, dim, dtype=F64)
+    context = torch.randn(6, context_dim, dtype=F64) if context_dim else None
+    full = made(x, context)
+    passes = made.sequential(context)
+    order = made.order
+    assert torch.equal(made.degrees[order], torch.arange(1, dim + 1))
+    for k in range(dim):
+        step = passes(x[:, order[:k]], k)
+        torch.testing.assert_close(step, full[:, :, order[k]], rtol=1e-13, atol=1e-13)
+
+
+def test_made_hidden_degrees_are_sorted_prefixes():
+    """A first-layer unit of degree m sees exactly m inputs: row sums give the degrees."""
+    made = MADE(4, [10, 6], 2)
+    degrees = made.layers[0].mask.sum(1)
+    assert torch.all(degrees[1:] >= degrees[:-1]), "hidden units are not sorted by degree"
+    expected = [int((degrees <= k).sum()) for k in range(4)]
+    assert made._prefixes[0] == expected == [0, 4, 7, 10]

@@ -83,6 +83,13 @@ class MADE(nn.Module):
     A context vector (``context_dim > 0``) feeds every first-layer unit without a mask, so
     conditional autoregressive flows need no other network. Masks are buffers.
 
+    Hidden units are stored sorted by degree (a relabelling of the hidden units: the same
+    network). Then the parameters of the :math:`k`-th dimension in the autoregressive order
+    need only a *prefix* of every layer, which :meth:`sequential` exploits for the
+    :math:`D`-pass inverse of autoregressive flows: pass :math:`k` costs about
+    :math:`(k/D)^2` of a full pass, so the :math:`D` passes together cost about :math:`D/3`
+    full passes instead of :math:`D`.
+
     Args:
         input_dim: :math:`D`.
         hidden_dims: sizes of the hidden layers (at least one).
@@ -126,11 +133,15 @@ class MADE(nn.Module):
         )
         degrees_in = _input_degrees(input_dim, ordering, seed)
         self.register_buffer("degrees", degrees_in)
+        # order[k]: the input at position k of the autoregressive order.
+        self.register_buffer("order", torch.argsort(degrees_in), persistent=False)
         # Hidden degrees cycle through [low, D - 1]. Degree-0 units see no input; with a
         # context they carry it to every output, including the first dimension's, which no
         # unit of degree >= 1 may reach.
         low = 0 if context_dim or input_dim == 1 else 1
-        hidden_degrees = [torch.arange(size) % (input_dim - low) + low for size in hidden_dims]
+        hidden_degrees = [
+            (torch.arange(size) % (input_dim - low) + low).sort().values for size in hidden_dims
+        ]
         degrees_out = degrees_in.repeat(params_per_dim)  # output p * D + i has degree m(i)
         layers: list[nn.Module] = []
         previous = degrees_in
@@ -144,6 +155,11 @@ class MADE(nn.Module):
         output_mask = (degrees_out[:, None] > previous[None, :]).float()
         layers.append(MaskedLinear(len(previous), len(degrees_out), output_mask))
         self.layers = nn.ModuleList(layers)
+        # prefixes[l][k]: how many units of hidden layer l have degree <= k (they are sorted).
+        self._prefixes = [
+            torch.searchsorted(degrees, torch.arange(input_dim), right=True).tolist()
+            for degrees in hidden_degrees
+        ]
 
     @property
     def output_layer(self) -> MaskedLinear:
@@ -160,3 +176,68 @@ class MADE(nn.Module):
         for layer in itertools.islice(self.layers, 1, None):
             h = layer(h)
         return h.unflatten(-1, (self.params_per_dim, self.input_dim))
+
+    def sequential(self, context: Tensor | None = None) -> _SequentialPasses:
+        """Prepare the :math:`D` passes of an autoregressive inverse (:class:`_SequentialPasses`).
+
+        Example:
+            >>> import torch
+            >>> made = MADE(3, [8], params_per_dim=2)
+            >>> x = torch.randn(4, 3)
+            >>> passes = made.sequential()
+            >>> bool(torch.allclose(passes(x[:, :2], 2), made(x)[:, :, 2]))
+            True
+        """
+        if self.context_dim and context is None:
+            raise ValueError("this MADE was built with a context input: pass a context")
+        return _SequentialPasses(self, context)
+
+
+class _SequentialPasses:
+    r"""The parameters of one dimension at a time, from the dimensions before it.
+
+    ``passes(known, k)`` returns the parameters ``(..., P)`` of input ``made.order[k]`` (the
+    :math:`k`-th in the autoregressive order, counted from 0) given ``known``, the inputs
+    ``made.order[:k]`` in that order, shape ``(..., k)``. Because hidden units are sorted by
+    degree, only the first :math:`n_l(k)` units of hidden layer :math:`l` (those of degree
+    :math:`\le k`) can reach that output, and they see only known inputs:
+
+    .. math::
+        h^{(1)}_{:n_1} = \phi\big(W^{(1)}_{:n_1, :k}\, x_{\text{known}} + b^{(1)}_{:n_1}
+        + V_{:n_1} c\big), \quad
+        h^{(l)}_{:n_l} = \phi\big(W^{(l)}_{:n_l, :n_{l-1}} h^{(l-1)}_{:n_{l-1}}
+        + b^{(l)}_{:n_l}\big),
+
+    with masked weights whose input columns and output rows are put in autoregressive order
+    once, when the passes are prepared. Differentiable like :meth:`MADE.forward`, and equal to
+    it: ``passes(x[..., order[:k]], k) == made(x)[..., :, order[k]]``.
+    """
+
+    def __init__(self, made: MADE, context: Tensor | None) -> None:
+        masked = [layer.weight * layer.mask for layer in made.layers[::2]]
+        order = made.order
+        masked[0] = masked[0][:, order]
+        dim, params = made.input_dim, made.params_per_dim
+        rows = (torch.arange(params, device=order.device) * dim)[None, :] + order[:, None]
+        self._output_weight = masked[-1][rows.flatten()].unflatten(0, (dim, params))
+        self._output_bias = made.output_layer.bias[rows.flatten()].unflatten(0, (dim, params))
+        self._hidden = [
+            (weight, layer.bias, activation)
+            for weight, layer, activation in zip(
+                masked[:-1], made.layers[::2], made.layers[1::2], strict=False
+            )
+        ]
+        self._prefixes = made._prefixes
+        self._context = made.context_layer(context) if made.context_dim else None
+
+    def __call__(self, known: Tensor, k: int) -> Tensor:
+        width = k
+        h = known
+        for index, (weight, bias, activation) in enumerate(self._hidden):
+            units = self._prefixes[index][k]
+            h = F.linear(h, weight[:units, :width], bias[:units])
+            if index == 0 and self._context is not None:
+                h = h + self._context[..., :units]
+            h = activation(h)
+            width = units
+        return F.linear(h, self._output_weight[k, :, :width], self._output_bias[k])

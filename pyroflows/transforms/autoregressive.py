@@ -32,6 +32,9 @@ class Autoregressive(FlowModule):
     sample for hidden width :math:`H`, with the log-det found on the way (cached, so scoring
     a sample is free). The inverse is *sequential*: :math:`D` MADE passes, each exact for one
     more coordinate in the autoregressive order (whole batch at once, no per-sample Python).
+    Pass :math:`k` evaluates only the MADE units that can reach coordinate :math:`k` and
+    inverts that one coordinate, so the :math:`D` passes cost about :math:`D/3` full MADE
+    passes (:meth:`~pyroflows.nn.MADE.sequential`).
     Used as-is in a ``TransformedDistribution`` this is an **IAF** (fast sampling, cheap
     scoring of own samples: a variational posterior); its ``.inv`` is a **MAF** (fast density
     evaluation: a density model). :func:`~pyroflows.transforms.maf` and
@@ -91,10 +94,21 @@ class Autoregressive(FlowModule):
         return y, log_det.sum(-1)
 
     def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        x = torch.zeros_like(y)
-        for _ in range(self.input_dim):  # pass k makes the k-th coordinate in order exact
-            x, log_det = self.transformer.inverse(y, self.made(x, context))
-        return x, log_det.sum(-1)
+        # Pass k finds the k-th coordinate in the autoregressive order from the k before it,
+        # through only the MADE units that can reach it (see MADE.sequential).
+        passes = self.made.sequential(context)
+        order = self.made.order
+        y_ordered = y[..., order]
+        known: list[Tensor] = []
+        log_dets: list[Tensor] = []
+        for k in range(self.input_dim):
+            prefix = torch.cat(known, -1) if known else y_ordered[..., :0]
+            params = passes(prefix, k).unsqueeze(-1)  # (..., P, 1)
+            x_k, log_det_k = self.transformer.inverse(y_ordered[..., k : k + 1], params)
+            known.append(x_k)
+            log_dets.append(log_det_k)
+        x = torch.cat(known, -1)[..., torch.argsort(order)]
+        return x, torch.cat(log_dets, -1).sum(-1)
 
 
 def affine_autoregressive(
