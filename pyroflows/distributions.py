@@ -159,16 +159,23 @@ class Flow(nn.Module):
         self.data_scale.copy_(scale)
 
     # -- the distribution -------------------------------------------------------------------------
-    def _transform(self, context: Tensor | None) -> Transform:
+    def _check_context(self, context: Tensor | None) -> None:
         if self.context_dim:
             if context is None:
                 raise ValueError(
                     f"this model is conditional (context_dim={self.context_dim}): pass a context"
                 )
-            return self.flow.condition(context)
-        if context is not None:
+            if context.dim() < 1 or context.shape[-1] != self.context_dim:
+                raise ValueError(
+                    f"expected a context of shape (..., {self.context_dim}), "
+                    f"got {tuple(context.shape)}"
+                )
+        elif context is not None:
             raise ValueError("this model is not conditional: it takes no context")
-        return self.flow
+
+    def _transform(self, context: Tensor | None) -> Transform:
+        self._check_context(context)
+        return self.flow.condition(context) if self.context_dim else self.flow
 
     def _base(self, context: Tensor | None) -> dist.TorchDistribution:
         base = dist.Normal(self.base_loc, self.base_scale, validate_args=False).to_event(1)
@@ -196,11 +203,14 @@ class Flow(nn.Module):
             raise ValueError(
                 f"expected data with event size {self.input_dim}, got shape {tuple(x.shape)}"
             )
-        transform = self._transform(context)
+        self._check_context(context)
         u = (x - self.data_loc) / self.data_scale
-        z = transform.inv(u)
-        log_det = transform.inv.log_abs_det_jacobian(u, z)
-        return self._base(None).log_prob(z) + log_det - self.data_scale.log().sum()
+        # One uncached inverse pass that returns the log-det with it: the pass cache and its
+        # bookkeeping cannot help when scoring data (each batch is new).
+        z, log_det = self.flow._backward(u, context)
+        if log_det is None:
+            log_det = self.flow._log_det(z, u, context)
+        return self._base(None).log_prob(z) - log_det - self.data_scale.log().sum()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Same as :meth:`log_prob` (so that ``DistributedDataParallel`` can wrap the model)."""
