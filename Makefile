@@ -1,5 +1,5 @@
 # The commands the README names. Each target creates the virtual environment it needs.
-#   make demo   set up, then fit a flow to a built-in 2-D dataset and write demo.png
+#   make demo   set up, then fit a flow to a built-in 2-D dataset and write demo.png + demo.json
 #   make test   set up with the dev extras, then run the test suite (with doctests)
 #   make lint   ruff check + ruff format --check
 #   make docs   build the documentation site (warnings are errors) into docs/_build/html
@@ -59,4 +59,4 @@ bench: setup-dev
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo.png docs/_build docs/tutorials
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo.png demo.json docs/_build docs/tutorials

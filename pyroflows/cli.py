@@ -33,6 +33,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         smoke=args.smoke,
         quiet=args.quiet,
         device=args.device,
+        metrics=args.metrics,
     )
     return 0
 
@@ -53,6 +54,11 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--output", default="demo.png", help="PNG file to write (default: demo.png)"
+    )
+    parser.add_argument(
+        "--metrics",
+        default="demo.json",
+        help="JSON file for the test NLLs, timing and settings (default: demo.json)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
@@ -91,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Example:
         >>> import tempfile, pathlib
         >>> with tempfile.TemporaryDirectory() as folder:
-        ...     status = main(["demo", "--smoke", "--quiet", "--output", f"{folder}/demo.png"])
+        ...     status = main(["demo", "--smoke", "--quiet", "--output", f"{folder}/demo.png",
+        ...                    "--metrics", f"{folder}/demo.json"])
         ...     written = pathlib.Path(folder, "demo.png").stat().st_size > 0
         >>> status, written
         (0, True)

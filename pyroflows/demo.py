@@ -21,6 +21,7 @@ planar bends, and the ActNorm at the data end standardises the data on the first
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -132,6 +133,7 @@ def run_demo(
     smoke: bool = False,
     quiet: bool = False,
     device: str | torch.device = "auto",
+    metrics: str | os.PathLike[str] | None = "demo.json",
 ) -> dict[str, Any]:
     """Fit a small flow to a 2-D toy dataset by maximum likelihood, report and plot it.
 
@@ -151,6 +153,7 @@ def run_demo(
             ``PYROFLOWS_SMOKE=1``.
         quiet: print nothing (except a note when matplotlib is missing).
         device: ``"auto"`` (CUDA when available, else the CPU), or any torch device.
+        metrics: path of a JSON file to write the returned dict to; ``None`` for none.
 
     Returns:
         A dict with ``"test_nll"`` and ``"gaussian_test_nll"`` (mean negative log-likelihood of
@@ -162,7 +165,7 @@ def run_demo(
         RuntimeError: if the training loss stops being finite.
 
     Example:
-        >>> result = run_demo("moons", smoke=True, quiet=True, output=None)
+        >>> result = run_demo("moons", smoke=True, quiet=True, output=None, metrics=None)
         >>> sorted(result)[:4], result["steps"]
         (['dataset', 'device', 'gaussian_test_nll', 'image'], 30)
     """
@@ -238,7 +241,7 @@ def run_demo(
                 report(f"wrote {image}")
     seconds = time.perf_counter() - start
     report(f"done in {seconds:.1f} s")
-    return {
+    result = {
         "test_nll": test_nll,
         "gaussian_test_nll": gaussian_nll,
         "steps": num_steps,
@@ -247,3 +250,8 @@ def run_demo(
         "dataset": dataset,
         "device": str(target),
     }
+    if metrics is not None:
+        Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics).write_text(json.dumps(result, indent=2) + "\n")
+        report(f"wrote {metrics}")
+    return result

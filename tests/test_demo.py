@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -23,7 +24,9 @@ def test_cli_demo_smoke_writes_a_png(tmp_path, capsys):
 
 
 def test_run_demo_smoke_returns_finite_numbers(tmp_path):
-    result = demo.run_demo("eight_gaussians", smoke=True, quiet=True, output=None, device="cpu")
+    result = demo.run_demo(
+        "eight_gaussians", smoke=True, quiet=True, output=None, device="cpu", metrics=None
+    )
     assert result["steps"] == demo.SMOKE_STEPS
     assert result["image"] is None
     assert math.isfinite(result["test_nll"])
@@ -34,7 +37,7 @@ def test_run_demo_smoke_returns_finite_numbers(tmp_path):
 
 def test_smoke_mode_from_the_environment_and_progress_output(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("PYROFLOWS_SMOKE", "1")
-    result = demo.run_demo("circles", steps=500, output=None, device="cpu")
+    result = demo.run_demo("circles", steps=500, output=None, device="cpu", metrics=None)
     assert result["steps"] == demo.SMOKE_STEPS
     out = capsys.readouterr().out
     assert f"step {demo.SMOKE_STEPS:5d}/{demo.SMOKE_STEPS}" in out
@@ -46,7 +49,7 @@ def test_missing_matplotlib_skips_the_image(monkeypatch, tmp_path, capsys):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     image = tmp_path / "none.png"
-    result = demo.run_demo(smoke=True, quiet=True, output=image, device="cpu")
+    result = demo.run_demo(smoke=True, quiet=True, output=image, device="cpu", metrics=None)
     assert result["image"] is None
     assert not image.exists()
     assert "matplotlib is not installed" in capsys.readouterr().err
@@ -70,4 +73,12 @@ def test_bad_arguments_exit_with_status_2(argv, capsys):
 
 def test_unknown_dataset_raises():
     with pytest.raises(ValueError, match="known datasets"):
-        demo.run_demo("swissroll", smoke=True, quiet=True, output=None)
+        demo.run_demo("swissroll", smoke=True, quiet=True, output=None, metrics=None)
+
+
+def test_metrics_are_written_as_json(tmp_path):
+    path = tmp_path / "out" / "metrics.json"
+    result = demo.run_demo(smoke=True, quiet=True, output=None, device="cpu", metrics=path)
+    written = json.loads(path.read_text())
+    assert written == result
+    assert written["test_nll"] < written["gaussian_test_nll"] + 1.0  # finite, sensible
