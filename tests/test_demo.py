@@ -14,10 +14,13 @@ from pyroflows.cli import main
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_demo_smoke_writes_a_png(tmp_path, capsys):
+def test_cli_demo_smoke_writes_a_png_and_metrics(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    image = tmp_path / "d.png"
-    assert main(["demo", "--smoke", "--quiet", "--output", str(image)]) == 0
+    image, metrics = tmp_path / "d.png", tmp_path / "d.json"
+    assert (
+        main(["demo", "--smoke", "--quiet", "--output", str(image), "--metrics", str(metrics)]) == 0
+    )
+    assert json.loads(metrics.read_text())["image"] == str(image)
     assert image.stat().st_size > 0
     assert image.read_bytes().startswith(PNG_SIGNATURE)
     assert capsys.readouterr().out == ""
