@@ -1,4 +1,4 @@
-"""Built-in 2-D toy datasets for density estimation, generated from a seed.
+r"""Built-in 2-D toy datasets for density estimation, generated from a seed.
 
 The datasets follow the conventions of FFJORD (Grathwohl et al. 2019, arXiv:1810.01367) and
 most flow papers since, so that numbers and pictures are comparable:
@@ -11,7 +11,10 @@ most flow papers since, so that numbers and pictures are comparable:
 * ``"pinwheel"``: 5 curved arms;
 * ``"two_spirals"``: two interleaved spirals;
 * ``"checkerboard"``: uniform on the black squares of a 4 x 4 checkerboard on
-  :math:`[-4, 4]^2`.
+  :math:`[-4, 4]^2`;
+* ``"swiss_roll"``: the roll :math:`t\,(\cos t, \sin t)`, :math:`t \sim
+  \mathcal{U}[1.5\pi, 4.5\pi]`, plus standard normal noise, all divided by 5 (as
+  ``sklearn.datasets.make_swiss_roll(noise=1.0)`` keeping coordinates 0 and 2).
 
 Everything is generated with torch and numpy only, from a local
 :func:`numpy.random.default_rng` (the global random state is never touched), so the same
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["TOY_DATASETS", "make_toy", "train_test_split"]
+__all__ = ["TOY_DATASETS", "make_toy"]
 
 _Generator = Callable[[int, np.random.Generator], np.ndarray]
 
@@ -102,6 +105,14 @@ def _checkerboard(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([x1, x2], axis=1) * 2.0
 
 
+def _swiss_roll(n: int, rng: np.random.Generator) -> np.ndarray:
+    # As sklearn.datasets.make_swiss_roll(n, noise=1.0)[0][:, [0, 2]] / 5 (FFJORD's "swissroll"):
+    # the dropped height coordinate and its noise do not affect the two kept columns.
+    turn = 1.5 * np.pi * (1.0 + 2.0 * rng.uniform(size=n))
+    roll = np.stack([turn * np.cos(turn), turn * np.sin(turn)], axis=1)
+    return (roll + rng.normal(size=(n, 2))) / 5.0
+
+
 _GENERATORS: dict[str, _Generator] = {
     "moons": _moons,
     "circles": _circles,
@@ -109,6 +120,7 @@ _GENERATORS: dict[str, _Generator] = {
     "pinwheel": _pinwheel,
     "two_spirals": _two_spirals,
     "checkerboard": _checkerboard,
+    "swiss_roll": _swiss_roll,
 }
 
 #: Names accepted by :func:`make_toy`.
@@ -158,36 +170,3 @@ def make_toy(
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     points = _GENERATORS[key](count, np.random.default_rng(seed))
     return torch.as_tensor(points, dtype=dtype, device=device)
-
-
-def train_test_split(
-    data: Tensor, test_fraction: float = 0.2, seed: int = 0
-) -> tuple[Tensor, Tensor]:
-    """Split the rows of ``data`` at random into a training and a test set.
-
-    Args:
-        data: tensor of shape ``(N, ...)`` with ``N >= 2``.
-        test_fraction: share of the rows in the test set, strictly between 0 and 1; the test
-            set gets ``round(N * test_fraction)`` rows, clipped to ``[1, N - 1]``.
-        seed: seed of the shuffle (a local generator; global state is untouched).
-
-    Returns:
-        ``(train, test)``: disjoint subsets of the rows of ``data``, on its device.
-
-    Raises:
-        ValueError: if ``test_fraction`` is not in ``(0, 1)`` or ``data`` has fewer than 2
-            rows.
-
-    Example:
-        >>> train, test = train_test_split(make_toy("circles", 100), test_fraction=0.2)
-        >>> train.shape, test.shape
-        (torch.Size([80, 2]), torch.Size([20, 2]))
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
-    if data.dim() < 1 or data.shape[0] < 2:
-        raise ValueError(f"need at least 2 rows to split, got shape {tuple(data.shape)}")
-    total = data.shape[0]
-    num_test = min(max(round(total * test_fraction), 1), total - 1)
-    order = torch.as_tensor(np.random.default_rng(seed).permutation(total), device=data.device)
-    return data[order[num_test:]], data[order[:num_test]]

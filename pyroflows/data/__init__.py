@@ -1,0 +1,49 @@
+"""Datasets for density estimation: 2-D toys, the digits, a hard mixture, and users' files.
+
+* 2-D toys in FFJORD's conventions, generated from a seed: :func:`make_toy` with a name from
+  :data:`TOY_DATASETS` (moons, circles, eight_gaussians, pinwheel, two_spirals, checkerboard,
+  swiss_roll).
+* The mixture of Gaussians on a sphere of Koehler, Mehta and Risteski (2021), in any
+  dimension, with its exact density: :func:`sphere_mixture`,
+  :func:`sphere_mixture_distribution`.
+* The scikit-learn 8 x 8 digits (optional extra ``pyroflows[digits]``): :func:`load_digits`,
+  with the image-density helpers :func:`dequantize`, :func:`logit_transform`,
+  :func:`inverse_logit_transform` and :func:`bits_per_dim`.
+* Users' data: :func:`load_array` reads ``.npy``, ``.npz`` and ``.csv`` files and rejects bad
+  data (NaN rows, wrong dimension, constant columns, ...) with messages that say where.
+* :func:`dataset`: one entry point from a name or a path to a tensor (used by the CLI), and
+  :func:`train_test_split` for a seeded split.
+
+Every generator and every noise draw uses a local :func:`numpy.random.default_rng` seeded by
+the caller; the global random states of numpy and torch are never touched.
+"""
+
+from __future__ import annotations
+
+from .digits import (
+    bits_per_dim,
+    dequantize,
+    inverse_logit_transform,
+    load_digits,
+    logit_transform,
+)
+from .entry import dataset
+from .files import load_array
+from .sphere import sphere_mixture, sphere_mixture_distribution
+from .split import train_test_split
+from .toy import TOY_DATASETS, make_toy
+
+__all__ = [
+    "TOY_DATASETS",
+    "bits_per_dim",
+    "dataset",
+    "dequantize",
+    "inverse_logit_transform",
+    "load_array",
+    "load_digits",
+    "logit_transform",
+    "make_toy",
+    "sphere_mixture",
+    "sphere_mixture_distribution",
+    "train_test_split",
+]
