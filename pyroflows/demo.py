@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.distributions import Transform
 
 from .data import make_toy, train_test_split
+from .train import resolve_device
 from .transforms import ActNorm, LULinear, Planar, Radial
 
 __all__ = ["run_demo"]
@@ -46,12 +47,6 @@ _SMOKE_NUM_POINTS = 400
 _NUM_BLOCKS = 8
 _LEARNING_RATE = 1e-2
 _MAX_GRAD_NORM = 10.0
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _build_layers(input_dim: int, num_blocks: int) -> list[Transform]:
@@ -181,7 +176,7 @@ def run_demo(
         if not quiet:
             print(message, flush=True)
 
-    target = _resolve_device(device)
+    target = resolve_device(device)
     dtype = torch.float32
 
     torch.manual_seed(seed)
