@@ -57,7 +57,18 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no code from the file is ever run)."""
+    """Read a checkpoint with ``weights_only=True`` (no code from the file is ever run).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not
+    a checkpoint (truncated, or holding pickled objects other than tensors and containers).
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "state.pt"
+        >>> _ = save_checkpoint(path, {"weights": torch.ones(2)})
+        >>> load_checkpoint(path)["weights"]
+        tensor([1., 1.])
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")

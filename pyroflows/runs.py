@@ -159,6 +159,14 @@ def evaluate_run(model_dir: str | os.PathLike, data: str) -> dict[str, float]:
     """Mean NLL (nats per example) of a saved model on ``data``.
 
     ``data``: a file, a toy's test set, or the digits' test split (then also bits/dim).
+
+    Example:
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = fit_run("circles", folder, "nice", {"num_layers": 2}, num_samples=300,
+        ...             epochs=1, progress=False)
+        >>> sorted(evaluate_run(folder, "circles"))
+        ['nll']
     """
     model = load_model(model_dir)
     if _is_toy(data) or data == "digits":

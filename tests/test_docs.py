@@ -7,10 +7,14 @@ import inspect
 import pytest
 
 import pyroflows
+import pyroflows.checkpoint
 import pyroflows.cli
 import pyroflows.data
 import pyroflows.demo
+import pyroflows.distributions
 import pyroflows.nn
+import pyroflows.runs
+import pyroflows.train
 import pyroflows.transforms
 
 PUBLIC_MODULES = (
@@ -20,6 +24,10 @@ PUBLIC_MODULES = (
     pyroflows.data,
     pyroflows.demo,
     pyroflows.cli,
+    pyroflows.distributions,
+    pyroflows.train,
+    pyroflows.checkpoint,
+    pyroflows.runs,
 )
 # Modules whose objects are maths: each needs a formula and a paper reference.
 MATHEMATICAL_MODULES = (pyroflows.transforms, pyroflows.nn)
