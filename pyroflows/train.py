@@ -326,7 +326,8 @@ def fit(
         trained = torch.nn.parallel.DistributedDataParallel(model)
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     optimizer_class = torch.optim.AdamW if weight_decay else torch.optim.Adam
-    optimizer = optimizer_class(model.parameters(), lr=lr, weight_decay=weight_decay, **fused)
+    parameters = [p for p in model.parameters() if p.requires_grad]  # listed once, not per step
+    optimizer = optimizer_class(parameters, lr=lr, weight_decay=weight_decay, **fused)
     steps_per_epoch = math.ceil(len(data) / batch_size)
     # The schedule spans all epochs even when max_steps stops the run sooner: a run stopped
     # by max_steps and resumed follows the same learning rates as one that never stopped.
@@ -401,7 +402,7 @@ def fit(
                 loss = -log_prob.sum() * (ranks.world / len(rows))
                 loss.backward()
                 norm = (
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
                     if clip_grad_norm is not None
                     else torch.zeros((), device=device)
                 )
