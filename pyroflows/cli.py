@@ -106,7 +106,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         progress=not args.quiet,
     )
-    if not args.quiet:
+    if metrics and not args.quiet:  # (empty on ranks other than 0 under torchrun)
         print(f"best validation NLL {metrics['best_val_nll']:.4f} (epoch {metrics['best_epoch']})")
         for key, value in metrics.get("test", {}).items():
             print(f"test {key.replace('_', ' ')} {value:.4f}")

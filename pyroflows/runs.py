@@ -80,7 +80,8 @@ def fit_run(
     """Fit registry flow ``flow`` (builder ``options``) to ``data``; write the run to ``out``.
 
     ``fit_options`` go to :func:`~pyroflows.train.fit` (``epochs``, ``batch_size``, ``lr``,
-    ...). Returns the metrics written to ``metrics.json``.
+    ...). Returns the metrics written to ``metrics.json`` (under ``torchrun`` only rank 0
+    writes them and returns them; the other ranks return an empty dict).
 
     Example:
         >>> import tempfile
@@ -109,6 +110,8 @@ def fit_run(
         device=device,
         **fit_options,
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {}  # under torchrun, rank 0 writes the run folder
     save_checkpoint(out / "model.pt", {"config": model.config, "model": model.state_dict()})
     digits = data == "digits"
     metrics: dict[str, Any] = {

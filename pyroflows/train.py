@@ -133,6 +133,7 @@ class History:
 class _Distributed:
     rank: int = 0
     world: int = 1
+    owned: bool = False  # fit() joined the process group, so fit() leaves it at the end
 
     @property
     def main(self) -> bool:
@@ -146,7 +147,7 @@ def _distributed_setup(device: torch.device) -> _Distributed:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch_dist.init_process_group(backend)
-        return _Distributed(torch_dist.get_rank(), torch_dist.get_world_size())
+        return _Distributed(torch_dist.get_rank(), torch_dist.get_world_size(), owned=True)
     return _Distributed()
 
 
@@ -462,6 +463,8 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        if ranks.owned:
+            torch_dist.destroy_process_group()
     if checkpoint is not None:
         save(checkpoint)  # the training state as it stands, so that a resume continues it
     if history.best_epoch is not None:

@@ -31,6 +31,7 @@ from .linear import (
     qr_linear,
     triangular,
 )
+from .neural import DeepSigmoid, neural_autoregressive
 from .planar import Planar, planar
 from .radial import Radial, radial
 from .registry import REGISTRY, FlowSpec, build, register
@@ -41,7 +42,7 @@ from .splines import (
     spline_autoregressive,
     spline_coupling,
 )
-from .stacks import iaf, maf, nice, nsf, realnvp
+from .stacks import iaf, maf, naf, nice, nsf, realnvp
 from .transformers import Additive, Affine, ElementwiseTransformer
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "Autoregressive",
     "ConditionedFlow",
     "Coupling",
+    "DeepSigmoid",
     "ElementwiseAffine",
     "ElementwiseTransformer",
     "FlowModule",
@@ -83,6 +85,8 @@ __all__ = [
     "leaky_relu",
     "lu_linear",
     "maf",
+    "naf",
+    "neural_autoregressive",
     "nice",
     "nsf",
     "permutation",

@@ -27,10 +27,11 @@ from .linear import (
     qr_linear,
     triangular,
 )
+from .neural import neural_autoregressive
 from .planar import Planar, planar
 from .radial import Radial, radial
 from .splines import Spline, spline, spline_autoregressive, spline_coupling
-from .stacks import iaf, maf, nice, nsf, realnvp
+from .stacks import iaf, maf, naf, nice, nsf, realnvp
 
 __all__ = ["REGISTRY", "FlowSpec", "build", "register"]
 
@@ -128,6 +129,7 @@ _IAF = "Kingma et al. 2016, Inverse Autoregressive Flow, arXiv:1606.04934"
 _REALNVP = "Dinh et al. 2017, Density estimation using Real NVP, arXiv:1605.08803"
 _NICE = "Dinh et al. 2015, NICE, arXiv:1410.8516"
 _NSF = "Durkan et al. 2019, Neural Spline Flows, arXiv:1906.04032"
+_NAF = "Huang et al. 2018, Neural Autoregressive Flows, arXiv:1804.00779"
 _ANALYTIC_EXACT = {"inverse": "analytic", "log_det": "exact"}
 
 for _spec in (
@@ -395,6 +397,32 @@ for _spec in (
         forward_cost="O(L D^2 K H), sequential sampling",
         inverse_cost="O(L D K H), parallel density",
         reference=_NSF,
+        classes=(FlowSequence,),
+    ),
+    FlowSpec(
+        name="neural_autoregressive",
+        builder=neural_autoregressive,
+        family="autoregressive",
+        inverse="numerical",
+        log_det="exact",
+        conditional=True,
+        fast_direction="forward",
+        forward_cost="O(D K H), one MADE pass",
+        inverse_cost="O(D^2 K H), D sequential MADE passes, each with a root-find",
+        reference=_NAF,
+        classes=(Autoregressive,),
+    ),
+    FlowSpec(
+        name="naf",
+        builder=naf,
+        family="autoregressive",
+        inverse="numerical",
+        log_det="exact",
+        conditional=True,
+        fast_direction="inverse",
+        forward_cost="O(L D^2 K H), sequential sampling with root-finds",
+        inverse_cost="O(L D K H), parallel density",
+        reference=_NAF,
         classes=(FlowSequence,),
     ),
 ):
