@@ -66,11 +66,18 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--quick", action="store_true", help="3 repeats (smoke)")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 3
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"# {machine_line()}; D={args.dim}, {args.layers} layers, batch {args.batch}")
-    print(f"{'flow':<12} {'task':<14} {'params':>7} {'pyro ms':>9} {'ours ms':>9} {'speed-up':>9}")
+    header = (
+        f"{'flow':<12} {'task':<14} {'params':>7} {'pyro ms':>9} {'ours ms':>9} {'speed-up':>9}"
+    )
+    print(header)
+    print("-" * len(header))
     data = torch.randn(args.batch, args.dim)
     for name, (ours_builder, pyro_builder) in PAIRS.items():
         ours = torch.nn.ModuleList([ours_builder(args.dim) for _ in range(args.layers)])

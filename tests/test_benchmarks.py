@@ -1,0 +1,30 @@
+"""Every benchmark script runs (in its --quick smoke mode) and prints its table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = sorted((Path(__file__).parents[1] / "benchmarks").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", BENCHMARKS, ids=[s.stem for s in BENCHMARKS])
+def test_benchmark_runs_in_quick_mode(script):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=script.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines[0].startswith("#")  # the machine / settings line
+    assert len(lines) >= 4, result.stdout  # header, rule and at least one row
+    assert "nan" not in result.stdout.lower()
