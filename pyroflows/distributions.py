@@ -17,7 +17,9 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 from torch.distributions import AffineTransform, Transform
+from torch.distributions.transforms import IndependentTransform, SigmoidTransform
 
+from .data.digits import inverse_logit_transform, logit_transform
 from .transforms import REGISTRY, FlowSequence
 from .transforms._base import FlowModule, InverseFlow
 
@@ -38,8 +40,17 @@ class Flow(nn.Module):
 
     where :math:`f_c` is the flow (conditioned on a context :math:`c` for conditional flows)
     and :math:`\mu, \sigma` are the data's standardisation statistics
-    (:meth:`standardize_with`; identity until set). The base's mean and scale and
-    :math:`\mu, \sigma` are buffers: part of ``state_dict`` and moved by ``.to(device)``.
+    (:meth:`standardize_with`; identity until set).
+
+    **Data in** :math:`[0, 1)` **(images).** With ``logit_alpha`` :math:`= \alpha > 0` the
+    model first maps the data to logit space,
+    :math:`v = \operatorname{logit}(\alpha + (1 - 2\alpha) x)`
+    (:func:`~pyroflows.data.logit_transform`), standardises and models :math:`v`, and adds the
+    exact log-determinant of that map, so :meth:`log_prob` is still the density of :math:`x`
+    and :meth:`sample` returns values in its support
+    :math:`(-\alpha, 1 - \alpha) / (1 - 2\alpha) \supset [0, 1]` (RealNVP, MAF). The base's
+    mean and scale and :math:`\mu, \sigma` are buffers: part of ``state_dict`` and moved by
+    ``.to(device)``.
 
     The methods mirror a Pyro distribution: :meth:`log_prob`, :meth:`sample`,
     :meth:`rsample`, :meth:`rsample_and_log_prob`; :meth:`distribution` returns an actual
@@ -56,6 +67,8 @@ class Flow(nn.Module):
             (standardised) data.
         config: the JSON-serialisable recipe the flow was built from (set by :meth:`build`);
             checkpoints store it so that the model can be rebuilt before loading weights.
+        logit_alpha: model data in :math:`[0, 1)` through the logit map with this squeeze
+            (``None``: no logit map).
 
     References:
         Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference",
@@ -77,8 +90,12 @@ class Flow(nn.Module):
         self,
         flow: FlowModule | InverseFlow | Sequence[FlowModule | InverseFlow],
         config: dict[str, Any] | None = None,
+        logit_alpha: float | None = None,
     ) -> None:
         super().__init__()
+        if logit_alpha is not None and not 0 < logit_alpha < 0.5:
+            raise ValueError(f"logit_alpha must be in (0, 1/2), got {logit_alpha}")
+        self.logit_alpha = logit_alpha
         if isinstance(flow, Sequence):
             flow = FlowSequence(list(flow))
         if not isinstance(flow, FlowModule | InverseFlow):
@@ -96,11 +113,20 @@ class Flow(nn.Module):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def build(cls, name: str, input_dim: int, context_dim: int = 0, **options: Any) -> Flow:
+    def build(
+        cls,
+        name: str,
+        input_dim: int,
+        context_dim: int = 0,
+        *,
+        logit_alpha: float | None = None,
+        **options: Any,
+    ) -> Flow:
         """Build the registry flow ``name`` (``REGISTRY[name].build``) and remember the recipe.
 
         ``options`` are the builder's keyword arguments (``num_layers``, ``hidden_dims``, ...)
-        and must be JSON-serialisable, since checkpoints store them.
+        and must be JSON-serialisable, since checkpoints store them; ``logit_alpha`` is the
+        model's own option (see the class).
 
         Example:
             >>> Flow.build("realnvp", 4, num_layers=2).config["name"]
@@ -114,11 +140,14 @@ class Flow(nn.Module):
             "context_dim": int(context_dim),
             "options": dict(options),
         }
+        if logit_alpha is not None:
+            config["logit_alpha"] = float(logit_alpha)
         try:
             json.dumps(config)
         except TypeError as error:
             raise TypeError(f"flow options must be JSON-serialisable: {error}") from None
-        return cls(REGISTRY[name].build(input_dim, context_dim, **options), config)
+        flow = REGISTRY[name].build(input_dim, context_dim, **options)
+        return cls(flow, config, logit_alpha=logit_alpha)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Flow:
@@ -133,7 +162,11 @@ class Flow(nn.Module):
         if missing:
             raise ValueError(f"flow config lacks {sorted(missing)}: {config}")
         return cls.build(
-            config["name"], config["input_dim"], config["context_dim"], **config["options"]
+            config["name"],
+            config["input_dim"],
+            config["context_dim"],
+            logit_alpha=config.get("logit_alpha"),
+            **config["options"],
         )
 
     @torch.no_grad()
@@ -151,6 +184,7 @@ class Flow(nn.Module):
             )
         if not torch.isfinite(data).all():
             raise ValueError("standardisation data contain NaN or inf values")
+        data = self._to_model_space(data)[0]
         loc, scale = data.double().mean(0), data.double().std(0)
         constant = torch.nonzero(scale == 0).flatten().tolist()
         if constant:
@@ -159,6 +193,23 @@ class Flow(nn.Module):
         self.data_scale.copy_(scale)
 
     # -- the distribution -------------------------------------------------------------------------
+    def _to_model_space(self, x: Tensor) -> tuple[Tensor, Tensor | float]:
+        """The logit map (when set) and its log-determinant per example; else ``(x, 0)``."""
+        if self.logit_alpha is None:
+            return x, 0.0
+        squeezed = self.logit_alpha + (1 - 2 * self.logit_alpha) * x
+        outside = ~((squeezed > 0) & (squeezed < 1)).all(-1)
+        if bool(outside.any()):
+            rows = torch.nonzero(outside.reshape(-1)).flatten()[:10].tolist()
+            raise ValueError(
+                f"this model takes data in [0, 1] (logit_alpha={self.logit_alpha}; its support "
+                f"reaches alpha / (1 - 2 alpha) beyond); rows {rows} have values outside it"
+            )
+        return logit_transform(x, self.logit_alpha)
+
+    def _from_model_space(self, v: Tensor) -> Tensor:
+        return v if self.logit_alpha is None else inverse_logit_transform(v, self.logit_alpha)
+
     def _check_context(self, context: Tensor | None) -> None:
         if self.context_dim:
             if context is None:
@@ -195,6 +246,12 @@ class Flow(nn.Module):
             torch.Size([2])
         """
         transforms = [self._transform(context), self._unstandardize()]
+        if self.logit_alpha is not None:
+            squeeze = 1.0 - 2.0 * self.logit_alpha
+            transforms += [
+                IndependentTransform(SigmoidTransform(), 1),
+                AffineTransform(-self.logit_alpha / squeeze, 1.0 / squeeze, event_dim=1),
+            ]
         return dist.TransformedDistribution(self._base(context), transforms, validate_args=False)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
@@ -204,13 +261,15 @@ class Flow(nn.Module):
                 f"expected data with event size {self.input_dim}, got shape {tuple(x.shape)}"
             )
         self._check_context(context)
-        u = (x - self.data_loc) / self.data_scale
+        v, logit_log_det = self._to_model_space(x)
+        u = (v - self.data_loc) / self.data_scale
         # One uncached inverse pass that returns the log-det with it: the pass cache and its
         # bookkeeping cannot help when scoring data (each batch is new).
         z, log_det = self.flow._backward(u, context)
         if log_det is None:
             log_det = self.flow._log_det(z, u, context)
-        return self._base(None).log_prob(z) - log_det - self.data_scale.log().sum()
+        log_prob = self._base(None).log_prob(z) - log_det - self.data_scale.log().sum()
+        return log_prob + logit_log_det
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Same as :meth:`log_prob` (so that ``DistributedDataParallel`` can wrap the model)."""
@@ -229,13 +288,18 @@ class Flow(nn.Module):
         z = base.rsample(torch.Size(sample_shape))
         y = transform(z)
         log_prob = base.log_prob(z) - transform.log_abs_det_jacobian(z, y)
-        return self.data_loc + self.data_scale * y, log_prob - self.data_scale.log().sum()
+        log_prob = log_prob - self.data_scale.log().sum()
+        v = self.data_loc + self.data_scale * y
+        if self.logit_alpha is None:
+            return v, log_prob
+        x = self._from_model_space(v)
+        return x, log_prob + logit_transform(x, self.logit_alpha)[1]
 
     def rsample(self, sample_shape: _Size = (), context: Tensor | None = None) -> Tensor:
         """Reparameterised samples, shape ``sample_shape + context batch + (D,)``."""
         transform = self._transform(context)
         y = transform(self._base(context).rsample(torch.Size(sample_shape)))
-        return self.data_loc + self.data_scale * y
+        return self._from_model_space(self.data_loc + self.data_scale * y)
 
     @torch.no_grad()
     def sample(self, sample_shape: _Size = (), context: Tensor | None = None) -> Tensor:

@@ -123,3 +123,33 @@ def test_bad_inputs_give_clear_errors():
         Flow.build("maf", 3, hidden_dims=torch.tensor([8]))
     with pytest.raises(TypeError, match="pyroflows flow"):
         Flow(torch.distributions.transforms.ExpTransform())
+
+
+def test_logit_preprocessing_models_data_in_the_unit_interval():
+    torch.manual_seed(0)
+    model = _perturbed(Flow.build("realnvp", 2, num_layers=2, logit_alpha=0.05).double())
+    data = torch.rand(300, 2, dtype=F64) * torch.tensor([0.5, 1.0], dtype=F64)
+    model.standardize_with(data)
+    x = torch.rand(6, 2, dtype=F64) * 0.9 + 0.05
+    torch.testing.assert_close(model.log_prob(x), model.distribution().log_prob(x))
+    # The density's mass on an inner box (midpoint rule) equals the share of samples there;
+    # samples stay in the support (-a, 1 - a) / (1 - 2a) of each coordinate.
+    low, high, cells = 0.2, 0.8, 300
+    width = (high - low) / cells
+    axis = low + width * (torch.arange(cells, dtype=F64) + 0.5)
+    with torch.no_grad():
+        mass = model.log_prob(torch.cartesian_prod(axis, axis)).exp().sum() * width**2
+    samples = model.sample((200_000,))
+    share = ((samples > low) & (samples < high)).all(-1).double().mean()
+    assert 0.05 < float(share) < 0.95
+    assert float(mass) == pytest.approx(float(share), abs=0.01)
+    assert samples.min() >= -0.05 / 0.9 - 1e-12 and samples.max() <= 0.95 / 0.9 + 1e-12
+    x_new, log_prob = model.rsample_and_log_prob((5,))
+    torch.testing.assert_close(log_prob, model.log_prob(x_new.detach().clone()))
+    rebuilt = Flow.from_config(model.config).double()
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.log_prob(x), model.log_prob(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"rows \[1\] have values outside"):
+        model.log_prob(torch.tensor([[0.5, 0.5], [1.2, 0.2]], dtype=F64))
+    with pytest.raises(ValueError, match="logit_alpha"):
+        Flow.build("maf", 2, logit_alpha=0.7)
