@@ -97,6 +97,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         resume=args.resume,
         seed=args.seed,
         device=args.device,
+        logit_alpha=args.logit_alpha,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -151,6 +152,12 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--bound", type=float, default=None, help="spline interval half-width (spline flows only)"
+    )
+    parser.add_argument(
+        "--logit-alpha",
+        type=float,
+        default=None,
+        help="model data in [0, 1) in logit space with this squeeze (digits: 1e-3)",
     )
     parser.add_argument("--epochs", type=_positive_int, default=100, help="maximum epochs")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="rows per step")

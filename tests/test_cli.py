@@ -85,6 +85,8 @@ def test_fit_on_a_csv_file_and_on_the_digits(tmp_path):
                  "--epochs", "1", "--out", str(tmp_path / "digits"), "--quiet"]) == 0  # fmt: skip
     metrics = json.loads((tmp_path / "digits" / "metrics.json").read_text())
     assert 1.0 < metrics["test"]["bits_per_dim"] < 6.0
+    assert metrics["logit_alpha"] == 1e-3  # the digits are modelled in logit space
+    assert load_model(tmp_path / "digits").logit_alpha == 1e-3
 
 
 @pytest.mark.parametrize("command", ["fit", "sample", "evaluate"])
