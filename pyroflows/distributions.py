@@ -10,11 +10,13 @@ of the base distribution is left behind on the CPU (the problem of Pyro issue #2
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import AffineTransform, Transform
 from torch.distributions.transforms import IndependentTransform, SigmoidTransform
@@ -292,8 +294,10 @@ class Flow(nn.Module):
         v = self.data_loc + self.data_scale * y
         if self.logit_alpha is None:
             return v, log_prob
-        x = self._from_model_space(v)
-        return x, log_prob + logit_transform(x, self.logit_alpha)[1]
+        # log|dx/dv| from v itself: exact even where the sigmoid saturates in floating point
+        squeeze = math.log1p(-2 * self.logit_alpha)
+        log_dx_dv = (F.logsigmoid(v) + F.logsigmoid(-v)).sum(-1) - squeeze * self.input_dim
+        return self._from_model_space(v), log_prob - log_dx_dv
 
     def rsample(self, sample_shape: _Size = (), context: Tensor | None = None) -> Tensor:
         """Reparameterised samples, shape ``sample_shape + context batch + (D,)``."""
