@@ -60,9 +60,18 @@ _DEEP_STACK = (
     "layers contracting by up to e^-5 each reach condition numbers up to e^40: the check is "
     "that the round trip stays finite and close, not float64-exact"
 )
+_PREFIX_PASSES = (
+    "the inverse evaluates MADE on prefixes (MADE.sequential), whose matrix products sum in a "
+    "different order than the forward's full pass; far from the origin the conditioner's "
+    "outputs reach hundreds and knot slopes down to 1e-3 amplify those 1e-16 relative "
+    "differences (measured 2e-9 of the input's size at x = (450, 0, 0), spline|ctx)"
+)
 TOLERANCE_FAR = {
-    name: (1e-3, _DEEP_STACK)
-    for name in ("maf", "iaf", "realnvp", "nice", "nsf", "nsf_autoregressive")
+    **{
+        name: (1e-3, _DEEP_STACK)
+        for name in ("maf", "iaf", "realnvp", "nice", "nsf", "nsf_autoregressive", "naf")
+    },
+    **{name: (1e-7, _PREFIX_PASSES) for name in ("spline_autoregressive", "neural_autoregressive")},
 }
 
 # |integral of the density - 1| on the test grid. Default 1e-4.
