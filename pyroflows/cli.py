@@ -8,12 +8,21 @@ parsed arguments and returning the exit status.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from collections.abc import Sequence
 
 from .data import TOY_DATASETS
+from .train import fit
 
 __all__ = ["main"]
+
+# fit()'s defaults, read from its signature so that the command line follows them.
+_FIT = {
+    name: parameter.default
+    for name, parameter in inspect.signature(fit).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
 
 
 def _positive_int(text: str) -> int:
@@ -159,20 +168,26 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="model data in [0, 1) in logit space with this squeeze (digits: 1e-3)",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=100, help="maximum epochs")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, help="rows per step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=_FIT["epochs"], help="maximum epochs"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=_FIT["batch_size"], help="rows per step"
+    )
+    parser.add_argument("--lr", type=float, default=_FIT["lr"], help="Adam learning rate")
+    parser.add_argument(
+        "--weight-decay", type=float, default=_FIT["weight_decay"], help="AdamW weight decay"
+    )
     parser.add_argument(
         "--patience",
         type=_positive_int,
-        default=20,
+        default=_FIT["patience"],
         help="epochs without validation improvement before stopping",
     )
     parser.add_argument(
         "--val-fraction",
         type=float,
-        default=0.1,
+        default=_FIT["val_fraction"],
         help="share of the training rows held out for validation",
     )
     parser.add_argument(

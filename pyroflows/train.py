@@ -390,12 +390,12 @@ def fit(
     model.train()
     try:
         while state["epoch"] < epochs and (max_steps is None or state["step"] < max_steps):
-            order = _epoch_order(len(data), seed, state["epoch"])
+            order = _epoch_order(len(data), seed, state["epoch"]).to(device)
             while state["batch"] < steps_per_epoch:
                 if max_steps is not None and state["step"] >= max_steps:
                     break
                 start = state["batch"] * batch_size
-                rows = order[start : start + batch_size].to(device)
+                rows = order[start : start + batch_size]
                 local = rows[ranks.rank :: ranks.world]
                 ctx = None if context is None else context[local]
                 optimizer.zero_grad(set_to_none=True)

@@ -135,6 +135,8 @@ class MADE(nn.Module):
         self.register_buffer("degrees", degrees_in)
         # order[k]: the input at position k of the autoregressive order.
         self.register_buffer("order", torch.argsort(degrees_in), persistent=False)
+        # inverse_order[i]: the position of input i in the autoregressive order.
+        self.register_buffer("inverse_order", torch.argsort(self.order), persistent=False)
         # Hidden degrees cycle through [low, D - 1]. Degree-0 units see no input; with a
         # context they carry it to every output, including the first dimension's, which no
         # unit of degree >= 1 may reach.

@@ -107,7 +107,7 @@ class Autoregressive(FlowModule):
             x_k, log_det_k = self.transformer.inverse(y_ordered[..., k : k + 1], params)
             known.append(x_k)
             log_dets.append(log_det_k)
-        x = torch.cat(known, -1)[..., torch.argsort(order)]
+        x = torch.cat(known, -1)[..., self.made.inverse_order]
         return x, torch.cat(log_dets, -1).sum(-1)
 
 
