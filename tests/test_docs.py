@@ -12,6 +12,7 @@ import pyroflows.cli
 import pyroflows.data
 import pyroflows.demo
 import pyroflows.distributions
+import pyroflows.infer
 import pyroflows.nn
 import pyroflows.runs
 import pyroflows.train
@@ -25,16 +26,21 @@ PUBLIC_MODULES = (
     pyroflows.demo,
     pyroflows.cli,
     pyroflows.distributions,
+    pyroflows.infer,
     pyroflows.train,
     pyroflows.checkpoint,
     pyroflows.runs,
 )
 # Modules whose objects are maths: each needs a formula and a paper reference.
-MATHEMATICAL_MODULES = (pyroflows.transforms, pyroflows.nn)
+MATHEMATICAL_MODULES = (pyroflows.transforms, pyroflows.nn, pyroflows.infer)
 NO_FORMULA = {
     "FlowSpec": "a registry record; the formulas are on the classes it builds",
     "build": "looks a name up in the registry; the formula is on the flow built",
     "register": "adds a record to the registry",
+    "posterior_samples": "draws from a guide; the density is the guide's",
+    "to_inference_data": "converts draws to arviz's container",
+    "samples_to_inference_data": "converts draws to arviz's container",
+    "ElboTrace": "a record of losses and times",
 }
 
 

@@ -1,0 +1,34 @@
+"""Flows as variational posteriors in Pyro: flow autoguides, amortized guides, diagnostics.
+
+* :class:`AutoFlow`: any registered flow as the posterior of a model's continuous latents.
+* :class:`AmortizedFlow`: an encoder plus a conditional flow, for local latents.
+* :class:`FlowPosterior`: the distribution both use (one pass per draw and its density).
+* :func:`train_guide`: SVI with one fused optimizer; :class:`ElboTrace` records the ELBO.
+* :func:`importance_diagnostics` (Pareto-k, ESS), :func:`posterior_samples`,
+  :func:`to_inference_data` (arviz).
+"""
+
+from .amortized import AmortizedFlow
+from .autoguide import AutoFlow
+from .diagnostics import (
+    ImportanceDiagnostics,
+    importance_diagnostics,
+    posterior_samples,
+    samples_to_inference_data,
+    to_inference_data,
+)
+from .posterior import FlowPosterior
+from .svi import ElboTrace, train_guide
+
+__all__ = [
+    "AmortizedFlow",
+    "AutoFlow",
+    "ElboTrace",
+    "FlowPosterior",
+    "ImportanceDiagnostics",
+    "importance_diagnostics",
+    "posterior_samples",
+    "samples_to_inference_data",
+    "to_inference_data",
+    "train_guide",
+]

@@ -1,0 +1,366 @@
+r"""A fast stochastic variational inference loop for any Pyro model and guide.
+
+:func:`train_guide` maximises the evidence lower bound
+
+.. math::
+    \mathrm{ELBO}(\phi) = \mathbb{E}_{q_\phi(z)}\left[\log p(x, z) - \log q_\phi(z)\right]
+    \le \log p(x)
+
+exactly as :class:`pyro.infer.SVI` does (same losses, same gradients, same parameters), but
+steps all parameters with *one* torch optimizer (fused Adam where torch has it) instead of
+:class:`pyro.optim.PyroOptim`'s one optimizer per parameter tensor, whose cost grows with the
+number of tensors (on a CPU, 0.5 ms per step for 6 tensors against 0.1 ms fused). The run is
+recorded in an :class:`ElboTrace`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import Trace_ELBO
+from torch import Tensor
+
+from ..train import NonFiniteLossError
+
+__all__ = ["ElboTrace", "NonFiniteLossError", "train_guide"]
+
+# Optimizer names train_guide accepts; anything else must be an optimizer class or factory.
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass
+class ElboTrace:
+    r"""Per-step record of a :func:`train_guide` run.
+
+    ``loss[i]`` is the loss of step ``i + 1`` as Pyro reports it: the single-sample (or
+    ``num_particles``-sample) estimate of :math:`-\mathrm{ELBO}` at the parameters *before*
+    that step's update. ``seconds[i]`` is the wall time elapsed since the start of the run at
+    the end of step ``i + 1`` (the first step includes set-up, e.g. JIT compilation).
+
+    Example:
+        >>> trace = ElboTrace(loss=[3.0, 2.0, 1.0], seconds=[0.5, 0.6, 0.8])
+        >>> trace.elbo
+        [-3.0, -2.0, -1.0]
+        >>> round(trace.seconds_per_step, 6)
+        0.15
+        >>> trace.smoothed(window=2).tolist()
+        [3.0, 2.5, 1.5]
+    """
+
+    loss: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def elbo(self) -> list[float]:
+        """The per-step ELBO estimates, ``-loss``."""
+        return [-value for value in self.loss]
+
+    @property
+    def seconds_per_step(self) -> float:
+        """Median wall time of one step, the first (set-up, compilation) step excluded."""
+        if len(self.seconds) < 2:
+            return self.seconds[0] if self.seconds else math.nan
+        return float(np.median(np.diff(self.seconds)))
+
+    def smoothed(self, window: int = 50) -> np.ndarray:
+        """Trailing moving average of ``loss`` over ``window`` steps (fewer at the start).
+
+        Args:
+            window: number of steps averaged, ending at (and including) each step.
+
+        Returns:
+            Array of the same length as ``loss``.
+        """
+        if window < 1:
+            raise ValueError(f"window must be positive, got {window}")
+        values = np.asarray(self.loss, dtype=np.float64)
+        if values.size == 0:
+            return values
+        sums = np.cumsum(values)
+        shifted = np.concatenate([np.zeros(window), sums[:-window]])[: values.size]
+        counts = np.minimum(np.arange(1, values.size + 1), window)
+        return (sums - shifted) / counts
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers (JSON-friendly)."""
+        return asdict(self)
+
+    def plot(self, ax=None, window: int = 50, log_x: bool = False):
+        """Plot the raw loss (faint) and its moving average; returns the matplotlib axes.
+
+        Args:
+            ax: axes to draw on (default: a new figure).
+            window: moving-average window, as in :meth:`smoothed`.
+            log_x: logarithmic step axis, which shows the early and late phases together.
+        """
+        import matplotlib.pyplot as plt
+
+        ax = ax if ax is not None else plt.subplots(figsize=(5, 3.5))[1]
+        steps = np.arange(1, len(self.loss) + 1)
+        (raw,) = ax.plot(steps, self.loss, alpha=0.25, linewidth=0.8)
+        ax.plot(steps, self.smoothed(window), color=raw.get_color(), label=f"mean of {window}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("-ELBO")
+        if log_x:
+            ax.set_xscale("log")
+        ax.legend()
+        return ax
+
+
+def _fast_kwargs(params: list[Tensor]) -> dict[str, bool]:
+    """Fused Adam when all tensors are real floats on one CPU/CUDA device, else foreach."""
+    devices = {p.device for p in params}
+    fusable = (
+        len(devices) == 1
+        and next(iter(devices)).type in ("cpu", "cuda")
+        and all(p.dtype in _FUSED_DTYPES for p in params)
+    )
+    return {"fused": True} if fusable else {"foreach": True}
+
+
+def _make_optimizer(optimizer, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+    if isinstance(optimizer, str):
+        if optimizer.lower() not in _OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(_OPTIMIZERS)} or an optimizer class, "
+                f"got {optimizer!r}"
+            )
+        return _OPTIMIZERS[optimizer.lower()](params, lr=lr, **_fast_kwargs(params))
+    return optimizer(params, lr=lr)
+
+
+def _add_params(optim: torch.optim.Optimizer, params: list[Tensor], tuned: bool) -> None:
+    group: dict[str, Any] = {"params": params}
+    if tuned:  # our own Adam: choose fused or foreach for the new tensors on their own
+        group.update({"fused": False, "foreach": False, **_fast_kwargs(params)})
+    optim.add_param_group(group)
+
+
+def _loss_value(value) -> tuple[float, bool]:
+    """The float recorded for a loss, and whether every part of it is finite.
+
+    ``ReweightedWakeSleep`` returns a ``(model_loss, guide_loss)`` tuple: the first is kept.
+    """
+    parts = value if isinstance(value, tuple) else (value,)
+    floats = [float(part) for part in parts]
+    return floats[0], all(math.isfinite(part) for part in floats)
+
+
+def _callable_loss_and_grads(loss: Callable) -> Callable:
+    """``loss_and_grads`` for a plain loss function, as :class:`pyro.infer.SVI` builds it."""
+
+    def loss_and_grads(model, guide, *args, **kwargs) -> float:
+        value = loss(model, guide, *args, **kwargs)
+        value.backward()
+        return float(value.detach())
+
+    return loss_and_grads
+
+
+def _grad_norm(params: Iterable[Tensor]) -> Tensor | None:
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, foreach=True) if grads else None
+
+
+def train_guide(
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    num_steps: int = 1000,
+    lr: float = 1e-2,
+    loss: pyro.infer.ELBO | None = None,
+    num_particles: int = 1,
+    vectorize_particles: bool = False,
+    optimizer: Literal["adam", "adamw"] | Callable[..., torch.optim.Optimizer] = "adam",
+    clip_grad_norm: float | None = None,
+    schedule: Literal["cosine", "constant"] | None = None,
+    progress: bool = True,
+    seed: int | None = None,
+    callback: Callable[[int, float], bool | None] | None = None,
+    **kwargs: Any,
+) -> ElboTrace:
+    r"""Fit ``guide`` to ``model``'s posterior by SVI; return the :class:`ElboTrace`.
+
+    Each step is what :meth:`pyro.infer.SVI.step` does: ``loss.loss_and_grads(model, guide,
+    *args, **kwargs)`` (so every Pyro ELBO works, including the JIT ones, TraceGraph's
+    score-function surrogate, ``RenyiELBO`` and ``ReweightedWakeSleep``), then an optimizer
+    step on every parameter the model and guide touched (guide parameters *and* the model's
+    own :func:`pyro.param` s, in unconstrained space), then the gradients are cleared.
+    Unlike ``SVI`` with :class:`pyro.optim.Adam`, which keeps one torch optimizer per
+    parameter tensor, all parameters are stepped by one torch optimizer (fused Adam on
+    CPU/CUDA when all parameters share a device and a float dtype, else the ``foreach``
+    implementation). Adam being element-wise, the trajectory is the same as ``SVI``'s up to
+    rounding; the optimizer's share of a step shrinks several-fold.
+
+    **Which parameters.** They are collected on the first step as ``SVI`` does (a
+    parameter-only trace of the loss computation); parameters first created on a later step
+    (lazily built guides, data-dependent parameters) are picked up on the step that creates
+    them, by watching the size of Pyro's parameter store. A parameter that existed before
+    and is first *used* on a later step is not picked up: create it on the first step.
+
+    **Non-finite losses.** A NaN/inf loss or gradient raises
+    :class:`~pyroflows.train.NonFiniteLossError` naming the step, before that step's update,
+    so the parameters keep their last good values.
+
+    Args:
+        model: Pyro model.
+        guide: Pyro guide (any callable guide, e.g. an autoguide).
+        *args: positional arguments of the model and guide.
+        num_steps: number of optimizer steps.
+        lr: learning rate (the start of the schedule).
+        loss: any Pyro ELBO instance (default ``Trace_ELBO(num_particles=num_particles,
+            vectorize_particles=vectorize_particles)``); ``num_particles`` and
+            ``vectorize_particles`` go to the loss you pass yourself. As with ``SVI``, a
+            plain callable ``loss(model, guide, *args, **kwargs)`` returning a
+            differentiable scalar tensor works too.
+        num_particles: samples per ELBO estimate, for the default loss.
+        vectorize_particles: draw the particles in one vectorized pass, for the default
+            loss (needs a model and guide with all batch dimensions in ``pyro.plate`` s).
+        optimizer: ``"adam"``, ``"adamw"``, or an optimizer class (or factory) called as
+            ``optimizer(params, lr=lr)``, e.g. ``torch.optim.RMSprop``.
+        clip_grad_norm: clip the total gradient norm to this value (``None``: no clipping).
+        schedule: ``"cosine"`` decays the learning rate to 0 over ``num_steps``;
+            ``"constant"`` or ``None`` keeps it.
+        progress: show a tqdm progress bar with the moving average of the ELBO.
+        seed: when given, ``pyro.set_rng_seed(seed)`` first.
+        callback: called as ``callback(step, loss)`` after every step (``step`` counts from
+            1); returning ``True`` stops the run (``ElboTrace.stopped_early``).
+        **kwargs: keyword arguments of the model and guide.
+
+    Returns:
+        The :class:`ElboTrace` of per-step losses and elapsed times.
+
+    Raises:
+        NonFiniteLossError: on a NaN or infinite loss or gradient.
+
+    References:
+        Matthew D. Hoffman, David M. Blei, Chong Wang, John Paisley, "Stochastic variational
+        inference", JMLR 2013, arXiv:1206.7051.
+
+        Diederik P. Kingma, Jimmy Ba, "Adam: a method for stochastic optimization", 2014,
+        arXiv:1412.6980.
+
+    Example:
+        Conjugate Normal model, whose posterior :math:`\mathcal{N}(\sum_i y_i / (n+1),
+        1 / (n+1))` :class:`~pyro.infer.autoguide.AutoNormal` can represent exactly:
+
+        >>> import pyro, torch
+        >>> import pyro.distributions as dist
+        >>> from pyro.infer.autoguide import AutoNormal
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with pyro.plate("data", len(y)):
+        ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> pyro.clear_param_store()
+        >>> y = torch.full((19,), 2.0)  # posterior N(1.9, 0.05): sd 0.224
+        >>> guide = AutoNormal(model)
+        >>> trace = train_guide(model, guide, y, num_steps=200, lr=0.08, schedule="cosine",
+        ...                     num_particles=4, vectorize_particles=True, seed=0,
+        ...                     progress=False)
+        >>> len(trace.loss), bool(trace.smoothed()[-1] < trace.smoothed()[49])
+        (200, True)
+        >>> loc, scale = guide.median()["mu"].item(), guide.scales.mu.item()
+        >>> abs(loc - 1.9) < 0.05, abs(scale - 0.224) < 0.03
+        (True, True)
+    """
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be non-negative, got {num_steps}")
+    if schedule not in (None, "constant", "cosine"):
+        raise ValueError(f"schedule must be 'cosine', 'constant' or None, got {schedule!r}")
+    if loss is None:
+        loss = Trace_ELBO(num_particles=num_particles, vectorize_particles=vectorize_particles)
+    elif num_particles != 1 or vectorize_particles:
+        raise ValueError(
+            "num_particles and vectorize_particles configure the default loss; pass them to "
+            f"the {type(loss).__name__} you give instead"
+        )
+    loss_and_grads = getattr(loss, "loss_and_grads", None) or _callable_loss_and_grads(loss)
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+
+    store = pyro.get_param_store()
+    known_names: set[str] = set()
+    params: list[Tensor] = []
+    optim: torch.optim.Optimizer | None = None
+    trace = ElboTrace()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, unit="step", dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        for step in range(1, num_steps + 1):
+            if optim is None:
+                # As SVI.step: a parameter-only trace of the loss finds every parameter.
+                with poutine.trace(param_only=True) as capture:
+                    value = loss_and_grads(model, guide, *args, **kwargs)
+                found = {id(t): t for t in _unconstrained(capture.trace.nodes.values())}
+                params = list(found.values())
+                known_names = set(store.keys())
+                if params:
+                    optim = _make_optimizer(optimizer, params, lr)
+            else:
+                value = loss_and_grads(model, guide, *args, **kwargs)
+                if len(store) != len(known_names):  # parameters created on this step
+                    names = [name for name in store.keys() if name not in known_names]
+                    new = [store.get_param(name).unconstrained() for name in names]
+                    known_names = set(store.keys())
+                    if new:
+                        _add_params(optim, new, tuned=isinstance(optimizer, str))
+                        params.extend(new)
+            loss_value, finite = _loss_value(value)
+            norm = None
+            if finite and params:  # one foreach norm: ~1% of a small step
+                total = (
+                    torch.nn.utils.clip_grad_norm_(params, clip_grad_norm, foreach=True)
+                    if clip_grad_norm is not None
+                    else _grad_norm(params)
+                )
+                norm = math.nan if total is None else float(total)
+                finite = total is None or math.isfinite(norm)
+            if not finite:
+                for p in params:
+                    p.grad = None
+                shown = "" if norm is None else f", gradient norm {norm:.4g}"
+                raise NonFiniteLossError(
+                    f"non-finite loss or gradient at step {step} of {num_steps} (loss "
+                    f"{loss_value:.4g}{shown}); the update was not applied, the parameters "
+                    "keep their last good values. Lower lr, set clip_grad_norm, or check the "
+                    "model and guide."
+                )
+            if optim is not None:
+                if schedule == "cosine":
+                    factor = 0.5 * (1.0 + math.cos(math.pi * (step - 1) / num_steps))
+                    for group in optim.param_groups:
+                        group["lr"] = lr * factor
+                optim.step()
+                optim.zero_grad(set_to_none=True)
+            trace.loss.append(loss_value)
+            trace.seconds.append(time.perf_counter() - started)
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0 or step == num_steps:
+                    recent = trace.loss[-50:]
+                    bar.set_postfix(elbo=f"{-sum(recent) / len(recent):.4g}", refresh=False)
+            if callback is not None and callback(step, loss_value):
+                trace.stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return trace
+
+
+def _unconstrained(sites) -> list[Tensor]:
+    return [site["value"].unconstrained() for site in sites if site["type"] == "param"]
