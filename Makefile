@@ -2,7 +2,8 @@
 #   make demo   set up, then fit a flow to a built-in 2-D dataset and write demo.png + demo.json
 #   make test   set up with the dev extras, then run the test suite (with doctests)
 #   make lint   ruff check + ruff format --check
-#   make docs   build the documentation site (warnings are errors) into docs/_build/html
+#   make docs   build the documentation site afresh (-E: the catalogue is generated from the
+#               registry; warnings are errors) into docs/_build/html
 #   make bench  speed benchmarks against Pyro's own transforms
 PYTHON ?= python3
 VENV ?= .venv
@@ -51,7 +52,7 @@ format: setup-dev
 	$(BIN)/ruff check --fix .
 
 docs: setup-docs
-	$(BIN)/python -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	$(BIN)/python -m sphinx -E -b html -W --keep-going -q docs docs/_build/html
 	$(BIN)/python docs/_ext/check_built_docs.py docs/_build/html
 	@echo "documentation in docs/_build/html/index.html"
 

@@ -54,7 +54,7 @@ def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def model(features: torch.Tensor, labels: torch.Tensor) -> None:
     prior = dist.Normal(features.new_zeros(DIM), features.new_ones(DIM)).to_event(1)
     weights = pyro.sample("w", prior)
-    logits = (features @ weights.unsqueeze(-1)).squeeze(-1)
+    logits = weights @ features.T  # (particles..., N): one matrix product for all particles
     with pyro.plate("data", NUM_DATA):
         pyro.sample("y", dist.Bernoulli(logits=logits), obs=labels)
 

@@ -22,6 +22,7 @@ PUBLIC_MODULES = (
     "pyroflows.data",
     "pyroflows.demo",
     "pyroflows.cli",
+    "pyroflows.infer",
 )
 
 
