@@ -360,3 +360,76 @@ def test_elbo_trace_smoothing_serialisation_and_plot():
         trace.smoothed(20).tolist()
     )
     plt.close(ax.figure)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def _resumable_run(path, num_steps, stop_after=None, resume=False):
+    """AutoFlow on a conjugate model; optionally stopped early by the callback."""
+    from pyroflows.infer import AutoFlow
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(mu, 1.0).to_event(1), obs=y)
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    y = torch.linspace(-1.0, 2.0, 24).reshape(12, 2)
+    guide = AutoFlow(model, "iaf", num_layers=2, hidden_dims=[8])
+    trace = train_guide(
+        model,
+        guide,
+        y,
+        num_steps=num_steps,
+        lr=0.02,
+        schedule="cosine",
+        num_particles=2,
+        vectorize_particles=True,
+        progress=False,
+        checkpoint=path,
+        checkpoint_every=3,
+        resume=resume,
+        callback=(lambda step, loss: step == stop_after) if stop_after else None,
+    )
+    return guide, trace
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
+    whole, whole_trace = _resumable_run(tmp_path / "whole.pt", 20)
+    _, stopped_trace = _resumable_run(tmp_path / "run.pt", 20, stop_after=8)
+    assert len(stopped_trace.loss) == 8 and stopped_trace.stopped_early
+    resumed, resumed_trace = _resumable_run(tmp_path / "run.pt", 20, resume=True)
+    assert not resumed_trace.stopped_early
+    assert resumed_trace.loss == whole_trace.loss  # the same 20 losses, bit for bit
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert len(resumed_trace.seconds) == 20
+
+
+def test_resume_without_a_file_starts_afresh_and_a_foreign_checkpoint_is_refused(tmp_path):
+    from pyroflows.checkpoint import CheckpointMismatchError, save_checkpoint
+
+    _, trace = _resumable_run(tmp_path / "new.pt", 4, resume=True)
+    assert len(trace.loss) == 4 and (tmp_path / "new.pt").exists()
+    save_checkpoint(tmp_path / "other.pt", {"format": "something else"})
+    with pytest.raises(CheckpointMismatchError, match="not a train_guide checkpoint"):
+        _resumable_run(tmp_path / "other.pt", 4, resume=True)
+    with pytest.raises(ValueError, match="resume=True needs the checkpoint file"):
+        train_guide(lambda: None, lambda: None, resume=True)
+
+
+def test_a_checkpoint_of_other_parameters_is_refused(tmp_path):
+    from pyroflows.checkpoint import CheckpointMismatchError
+
+    def model():
+        pyro.sample("a", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+    def run(guide, resume):
+        pyro.clear_param_store()
+        train_guide(
+            model, guide, num_steps=2, progress=False, checkpoint=tmp_path / "c.pt", resume=resume
+        )
+
+    run(AutoNormal(model), resume=False)
+    with pytest.raises(CheckpointMismatchError, match="holds parameters"):
+        run(AutoDiagonalNormal(model), resume=True)

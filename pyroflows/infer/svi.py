@@ -16,9 +16,11 @@ recorded in an :class:`ElboTrace`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,12 +30,14 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import Tensor
 
-from ..train import NonFiniteLossError
+from ..checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from ..train import NonFiniteLossError, _rng_states, _set_rng_states
 
 __all__ = ["ElboTrace", "NonFiniteLossError", "train_guide"]
 
 # Optimizer names train_guide accepts; anything else must be an optimizer class or factory.
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+_CHECKPOINT_FORMAT = "pyroflows.train_guide/1"
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -187,6 +191,9 @@ def train_guide(
     progress: bool = True,
     seed: int | None = None,
     callback: Callable[[int, float], bool | None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
     **kwargs: Any,
 ) -> ElboTrace:
     r"""Fit ``guide`` to ``model``'s posterior by SVI; return the :class:`ElboTrace`.
@@ -235,6 +242,16 @@ def train_guide(
         seed: when given, ``pyro.set_rng_seed(seed)`` first.
         callback: called as ``callback(step, loss)`` after every step (``step`` counts from
             1); returning ``True`` stops the run (``ElboTrace.stopped_early``).
+        checkpoint: a file to save the run to, atomically, every ``checkpoint_every`` steps
+            and at the end: every parameter (by its Pyro name, unconstrained), the optimizer,
+            the RNG states, the step and the :class:`ElboTrace`.
+        checkpoint_every: steps between checkpoints.
+        resume: continue the run saved in ``checkpoint`` (if the file exists): the model and
+            guide are evaluated once to create their parameters, which then take the saved
+            values, and the run goes on from the saved step exactly as if never stopped. A
+            checkpoint of other parameters raises
+            :class:`~pyroflows.checkpoint.CheckpointMismatchError`. Files are read with
+            ``torch.load(weights_only=True)``.
         **kwargs: keyword arguments of the model and guide.
 
     Returns:
@@ -275,6 +292,10 @@ def train_guide(
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be non-negative, got {num_steps}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs the checkpoint file to resume from")
     if schedule not in (None, "constant", "cosine"):
         raise ValueError(f"schedule must be 'cosine', 'constant' or None, got {schedule!r}")
     if loss is None:
@@ -298,9 +319,24 @@ def train_guide(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_steps, unit="step", dynamic_ncols=True)
-    started = time.perf_counter()
+    first_step = 1
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        with poutine.trace(param_only=True) as capture:  # creates the parameters
+            loss_and_grads(model, guide, *args, **kwargs)
+        params = list({id(t): t for t in _unconstrained(capture.trace.nodes.values())}.values())
+        known_names = set(store.keys())
+        optim = _make_optimizer(optimizer, params, lr) if params else None
+        trace, first_step = _restore(checkpoint, store, params, optim)
+    started = time.perf_counter() - (trace.seconds[-1] if trace.seconds else 0.0)
+    if bar is not None:
+        bar.update(first_step - 1)
+
+    def save(step: int) -> None:
+        if checkpoint is not None and optim is not None:
+            save_checkpoint(checkpoint, _run_state(step, store, params, optim, trace))
+
     try:
-        for step in range(1, num_steps + 1):
+        for step in range(first_step, num_steps + 1):
             if optim is None:
                 # As SVI.step: a parameter-only trace of the loss finds every parameter.
                 with poutine.trace(param_only=True) as capture:
@@ -353,13 +389,65 @@ def train_guide(
                 if step % 10 == 0 or step == num_steps:
                     recent = trace.loss[-50:]
                     bar.set_postfix(elbo=f"{-sum(recent) / len(recent):.4g}", refresh=False)
-            if callback is not None and callback(step, loss_value):
+            stop = callback is not None and callback(step, loss_value)
+            if stop:
                 trace.stopped_early = True
+            if step % checkpoint_every == 0 or step == num_steps or stop:
+                save(step)
+            if stop:
                 break
     finally:
         if bar is not None:
             bar.close()
     return trace
+
+
+def _param_names(store, params: list[Tensor]) -> list[str]:
+    names = {id(value): name for name, value in store.named_parameters()}
+    return [names[id(p)] for p in params]
+
+
+def _run_state(step: int, store, params, optim, trace: ElboTrace) -> dict[str, Any]:
+    names = _param_names(store, params)
+    return {
+        "format": _CHECKPOINT_FORMAT,
+        "step": step,
+        "param_names": names,
+        "params": {name: p.detach().clone() for name, p in zip(names, params, strict=True)},
+        "optimizer": optim.state_dict(),
+        "trace": trace.to_dict(),
+        "rng": _rng_states(),
+    }
+
+
+def _restore(path, store, params, optim) -> tuple[ElboTrace, int]:
+    """Load a :func:`train_guide` checkpoint into the parameters and the optimizer."""
+    saved = load_checkpoint(path)
+    if saved.get("format") != _CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(f"{path} is not a train_guide checkpoint")
+    names = _param_names(store, params)
+    if sorted(names) != sorted(saved["param_names"]):
+        raise CheckpointMismatchError(
+            f"{path} holds parameters {sorted(saved['param_names'])}, this model and guide "
+            f"have {sorted(names)}"
+        )
+    with torch.no_grad():
+        for name, p in zip(names, params, strict=True):
+            value = saved["params"][name]
+            if value.shape != p.shape:
+                raise CheckpointMismatchError(
+                    f"parameter {name} has shape {tuple(p.shape)} here and "
+                    f"{tuple(value.shape)} in {path}"
+                )
+            p.copy_(value)
+            p.grad = None
+    if names != saved["param_names"] or optim is None:
+        raise CheckpointMismatchError(f"{path} lists the parameters in another order")
+    optim.load_state_dict(saved["optimizer"])
+    _set_rng_states(saved["rng"])
+    trace = ElboTrace(**saved["trace"])
+    trace.stopped_early = False  # a run stopped by its callback goes on when resumed
+    return trace, saved["step"] + 1
 
 
 def _unconstrained(sites) -> list[Tensor]:
