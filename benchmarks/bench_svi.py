@@ -54,7 +54,11 @@ def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def model(features: torch.Tensor, labels: torch.Tensor) -> None:
     prior = dist.Normal(features.new_zeros(DIM), features.new_ones(DIM)).to_event(1)
     weights = pyro.sample("w", prior)
-    logits = weights @ features.T  # (particles..., N): one matrix product for all particles
+    # weights: (D,), or (particles, 1, D) with vectorized particles, whose size-1 dim is the
+    # data plate's; the logits must be (N,) or (particles, N), so that dim gives way to N
+    # (a plain `weights @ features.T` would be (particles, 1, N), which the plates broadcast
+    # to (particles, particles, N): every particle scored against every other's logits)
+    logits = (weights @ features.T).reshape(*weights.shape[:-2], NUM_DATA)
     with pyro.plate("data", NUM_DATA):
         pyro.sample("y", dist.Bernoulli(logits=logits), obs=labels)
 
