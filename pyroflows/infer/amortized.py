@@ -49,8 +49,9 @@ class AmortizedFlow(nn.Module):
         flow: registry name of a conditional flow (``"iaf"``, ``"spline_autoregressive"``,
             ``"realnvp"``, ``"planar"``, ...), or ``None`` for a Gaussian posterior.
         context_dim: size of :math:`h(x)`; ``0`` makes the flow unconditional (shared by all
-            data points; only :math:`\mu, \sigma` amortized).
-        hidden_dims: hidden sizes of the default encoder.
+            data points; only :math:`\mu, \sigma` amortized). Ignored (0) when ``flow=None``.
+        encoder_hidden_dims: hidden sizes of the default encoder (``hidden_dims`` among the
+            ``flow_options`` sets the flow's own conditioner).
         encoder: a custom encoder (replaces the default MLP).
         init_scale: initial posterior standard deviation.
         **flow_options: keyword arguments of the registry builder.
@@ -62,8 +63,8 @@ class AmortizedFlow(nn.Module):
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist
-        >>> posterior = AmortizedFlow(5, 2, "iaf", context_dim=4, hidden_dims=[16],
-        ...                           num_layers=2)
+        >>> posterior = AmortizedFlow(5, 2, "iaf", context_dim=4, encoder_hidden_dims=[16],
+        ...                           num_layers=2, hidden_dims=[16])
         >>> data = torch.randn(100, 5)
         >>> def guide(data):
         ...     pyro.module("posterior", posterior)
@@ -81,7 +82,7 @@ class AmortizedFlow(nn.Module):
         flow: str | None = "iaf",
         *,
         context_dim: int = 32,
-        hidden_dims: Sequence[int] = (256, 256),
+        encoder_hidden_dims: Sequence[int] = (256, 256),
         encoder: nn.Module | None = None,
         init_scale: float = 1.0,
         **flow_options: Any,
@@ -100,7 +101,7 @@ class AmortizedFlow(nn.Module):
         self.input_dim, self.latent_dim, self.context_dim = input_dim, latent_dim, context_dim
         out_dim = 2 * latent_dim + context_dim
         if encoder is None:
-            encoder = _mlp(input_dim, list(hidden_dims), out_dim)
+            encoder = _mlp(input_dim, list(encoder_hidden_dims), out_dim)
         self.encoder = encoder
         self.flow = (
             None if flow is None else REGISTRY[flow].build(latent_dim, context_dim, **flow_options)

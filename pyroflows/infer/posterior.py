@@ -154,7 +154,13 @@ class FlowPosterior(TorchDistribution):
     def expand(self, batch_shape: Sequence[int], _instance=None) -> FlowPosterior:
         """The same distribution with a larger batch shape (e.g. inside a Pyro plate)."""
         batch_shape = torch.Size(batch_shape)
-        torch.broadcast_shapes(batch_shape, self.batch_shape)  # raises if incompatible
+        try:
+            torch.broadcast_shapes(batch_shape, self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"cannot expand a FlowPosterior of batch shape {tuple(self.batch_shape)} to "
+                f"{tuple(batch_shape)}"
+            ) from None
         return FlowPosterior(self.flow, self.loc, self.scale, self.context, batch_shape)
 
     def _shaped(self, sample_shape: torch.Size) -> tuple[Tensor, Tensor, Tensor | None]:
