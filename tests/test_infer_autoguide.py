@@ -185,7 +185,7 @@ EXACT_MEAN, EXACT_SD = float(Y20.sum() / 21), 21**-0.5
         Trace_ELBO(),
         TraceGraph_ELBO(),
         TraceMeanField_ELBO(),
-        RenyiELBO(alpha=0.5, num_particles=4),
+        RenyiELBO(alpha=0.5, num_particles=8),
         Trace_ELBO(num_particles=8, vectorize_particles=True),
         JitTrace_ELBO(),
         JitTrace_ELBO(num_particles=8, vectorize_particles=True),
@@ -196,7 +196,7 @@ def test_elbos_fit_the_conjugate_posterior(loss):
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = AutoFlow(conjugate_model, "iaf", num_layers=2, hidden_dims=[8])
-    svi = SVI(conjugate_model, guide, pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.995}), loss)
+    svi = SVI(conjugate_model, guide, pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.99}), loss)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace deprecation and constant warnings
         for _ in range(400):

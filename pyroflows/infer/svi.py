@@ -185,6 +185,7 @@ def train_guide(
     loss: pyro.infer.ELBO | None = None,
     num_particles: int = 1,
     vectorize_particles: bool = False,
+    max_plate_nesting: int | None = None,
     optimizer: Literal["adam", "adamw"] | Callable[..., torch.optim.Optimizer] = "adam",
     clip_grad_norm: float | None = None,
     schedule: Literal["cosine", "constant"] | None = None,
@@ -233,6 +234,8 @@ def train_guide(
         num_particles: samples per ELBO estimate, for the default loss.
         vectorize_particles: draw the particles in one vectorized pass, for the default
             loss (needs a model and guide with all batch dimensions in ``pyro.plate`` s).
+        max_plate_nesting: the number of nested plates of the model, for the default loss
+            (``None``: Pyro guesses it from a trace, and logs that it did).
         optimizer: ``"adam"``, ``"adamw"``, or an optimizer class (or factory) called as
             ``optimizer(params, lr=lr)``, e.g. ``torch.optim.RMSprop``.
         clip_grad_norm: clip the total gradient norm to this value (``None``: no clipping).
@@ -299,10 +302,15 @@ def train_guide(
     if schedule not in (None, "constant", "cosine"):
         raise ValueError(f"schedule must be 'cosine', 'constant' or None, got {schedule!r}")
     if loss is None:
-        loss = Trace_ELBO(num_particles=num_particles, vectorize_particles=vectorize_particles)
-    elif num_particles != 1 or vectorize_particles:
+        loss = Trace_ELBO(
+            num_particles=num_particles,
+            vectorize_particles=vectorize_particles,
+            max_plate_nesting=math.inf if max_plate_nesting is None else max_plate_nesting,
+        )
+    elif num_particles != 1 or vectorize_particles or max_plate_nesting is not None:
         raise ValueError(
-            "num_particles and vectorize_particles configure the default loss; pass them to "
+            "num_particles, vectorize_particles and max_plate_nesting configure the default "
+            "loss; pass them to "
             f"the {type(loss).__name__} you give instead"
         )
     loss_and_grads = getattr(loss, "loss_and_grads", None) or _callable_loss_and_grads(loss)
