@@ -45,8 +45,7 @@ from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 import pyroflows.transforms as pft
-from pyroflows.infer import AutoFlow
-from pyroflows.infer.diagnostics import importance_diagnostics, posterior_samples
+from pyroflows.infer import AutoFlow, importance_diagnostics, posterior_samples
 from pyroflows.infer.svi import train_guide
 
 REFERENCE_PATH = Path(__file__).resolve().parent / "data" / "eight_schools_nuts.json"

@@ -78,7 +78,7 @@ $\log p(x)$). Two checks used here:
   unreliable (the guide misses mass; its own estimates and any importance-weighted ones may
   be far off). The effective sample size
   $\mathrm{ESS} = (\sum_s w_s)^2 / \sum_s w_s^2$ of the weights says the same in other words.
-  `pyroflows.infer.diagnostics.importance_diagnostics` computes both.
+  `pyroflows.infer.importance_diagnostics` computes both.
 
 Two posteriors with known answers, both with the geometry that defeats mean-field VI (a
 *funnel*, where a scale depends on another latent): **Neal's funnel** and the **centered
@@ -106,8 +106,8 @@ from pyro.infer import MCMC, NUTS, JitTrace_ELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 import pyroflows.transforms as pft
-from pyroflows.infer import AutoFlow
-from pyroflows.infer.diagnostics import (
+from pyroflows.infer import (
+    AutoFlow,
     importance_diagnostics,
     posterior_samples,
     samples_to_inference_data,

@@ -17,7 +17,7 @@ import pytest
 import torch
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal, AutoNormal
 
-from pyroflows.infer.diagnostics import (
+from pyroflows.infer import (
     ImportanceDiagnostics,
     importance_diagnostics,
     posterior_samples,

@@ -10,14 +10,9 @@
 
 from .amortized import AmortizedFlow
 from .autoguide import AutoFlow
-from .diagnostics import (
-    ImportanceDiagnostics,
-    importance_diagnostics,
-    posterior_samples,
-    samples_to_inference_data,
-    to_inference_data,
-)
+from .diagnostics import ImportanceDiagnostics, importance_diagnostics
 from .posterior import FlowPosterior
+from .samples import posterior_samples, samples_to_inference_data, to_inference_data
 from .svi import ElboTrace, train_guide
 
 __all__ = [
