@@ -174,9 +174,9 @@ def main() -> None:
     rounds, warmup = (2, 1) if args.quick else (args.rounds, 3)
     hidden = [64] if args.quick else args.hidden  # Pyro needs hidden >= D = 50
     data = make_data()
-    print(f"machine: {machine_line()}")
+    print(f"# machine: {machine_line()}")
     print(
-        f"model: logistic regression, D={DIM}, N={NUM_DATA}; guide: {NUM_LAYERS} IAF layers, "
+        f"# model: logistic regression, D={DIM}, N={NUM_DATA}; guide: {NUM_LAYERS} IAF layers, "
         f"MADE hidden {hidden}; medians over {rounds} interleaved rounds of "
         f"{STEPS_PER_CALL} steps"
     )
@@ -186,7 +186,7 @@ def main() -> None:
         "pyro": parameter_count(pyro_guide(hidden), data),
         "ours": parameter_count(our_guide(hidden), data),
     }
-    print(f"parameters: pyro {counts['pyro']:,}, ours {counts['ours']:,}")
+    print(f"# parameters: pyro {counts['pyro']:,}, ours {counts['ours']:,}")
     rows = []
     header = f"{'loop':<13}{'particles':>10}{'pyro ms':>10}{'ours ms':>10}{'speed-up':>10}"
     print(header)

@@ -66,6 +66,7 @@ class AmortizedFlow(nn.Module):
         >>> posterior = AmortizedFlow(5, 2, "iaf", context_dim=4, encoder_hidden_dims=[16],
         ...                           num_layers=2, hidden_dims=[16])
         >>> data = torch.randn(100, 5)
+        >>> pyro.clear_param_store()
         >>> def guide(data):
         ...     pyro.module("posterior", posterior)
         ...     with pyro.plate("data", len(data), subsample_size=10) as idx:

@@ -92,6 +92,7 @@ class AutoFlow(AutoContinuous):
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
         ...     with pyro.plate("data", len(y)):
         ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> pyro.clear_param_store()  # Pyro's parameters are global: start afresh
         >>> pyro.set_rng_seed(0)
         >>> y = torch.randn(20) + 1.0
         >>> guide = AutoFlow(model, "iaf", num_layers=2, hidden_dims=[16])
@@ -207,6 +208,7 @@ class AutoFlow(AutoContinuous):
             >>> import pyro, pyro.distributions as dist
             >>> def model():
             ...     pyro.sample("s", dist.LogNormal(0.0, 1.0))
+            >>> pyro.clear_param_store()
             >>> guide = AutoFlow(model, "planar")
             >>> guide.sample_posterior(5)["s"].shape
             torch.Size([5])
@@ -239,6 +241,7 @@ class AutoFlow(AutoContinuous):
             >>> import pyro, pyro.distributions as dist
             >>> def model():
             ...     pyro.sample("x", dist.Normal(0.0, 1.0))
+            >>> pyro.clear_param_store()
             >>> AutoFlow(model, "iaf", init_scale=1.0).quantiles([0.5])["x"].shape
             torch.Size([1])
         """
