@@ -98,6 +98,8 @@ def test_coupling_masks_and_validation():
         Coupling(3, mask=torch.ones(3, dtype=bool))
     with pytest.raises(ValueError, match="kind"):
         coupling_mask(3, "checker")
+    with pytest.raises(ValueError, match="needs input_dim >= 2"):
+        Coupling(1)
 
 
 def test_autoregressive_inverse_is_the_sequential_one_for_maf():

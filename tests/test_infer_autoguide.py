@@ -307,7 +307,9 @@ def test_starts_as_the_initial_gaussian():
 
 
 def test_a_flow_that_cannot_take_the_latent_size_says_so():
-    with pytest.raises(ValueError, match="cannot build flow 'realnvp' for the 1-dimensional"):
+    with pytest.raises(
+        ValueError, match=r"cannot build flow .realnvp. for the 1-dimensional.*needs input_dim >= 2"
+    ):
         AutoFlow(conjugate_model, "realnvp")(Y20)
 
 
@@ -378,10 +380,11 @@ def test_any_transform_factory_can_be_the_flow():
     """A callable dim -> transform: a pyroflows flow or one of Pyro's own."""
     from pyro.distributions.transforms import affine_autoregressive
 
+    model = make_model(A_DIAGONAL)
     for factory in (lambda d: build("planar", d), lambda d: affine_autoregressive(d, [8])):
         pyro.clear_param_store()
-        guide = AutoFlow(conjugate_model, factory)
-        loss = Trace_ELBO().differentiable_loss(conjugate_model, guide, Y20)
+        guide = AutoFlow(model, factory)
+        loss = Trace_ELBO().differentiable_loss(model, guide)
         loss.backward()
         assert any(p.grad is not None for p in guide.flow.parameters())
 

@@ -95,6 +95,11 @@ class Coupling(FlowModule):
         transformer: ElementwiseTransformer | None = None,
         mask: Tensor | None = None,
     ) -> None:
+        if input_dim < 2:
+            raise ValueError(
+                f"a coupling layer needs input_dim >= 2 (one part conditions the other), "
+                f"got {input_dim}"
+            )
         super().__init__(input_dim, context_dim)
         self.transformer = transformer if transformer is not None else Affine()
         mask = coupling_mask(input_dim) if mask is None else torch.as_tensor(mask, dtype=bool)
