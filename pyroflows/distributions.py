@@ -50,7 +50,9 @@ class Flow(nn.Module):
     (:func:`~pyroflows.data.logit_transform`), standardises and models :math:`v`, and adds the
     exact log-determinant of that map, so :meth:`log_prob` is still the density of :math:`x`
     and :meth:`sample` returns values in its support
-    :math:`(-\alpha, 1 - \alpha) / (1 - 2\alpha) \supset [0, 1]` (RealNVP, MAF). The base's
+    :math:`(-\alpha, 1 - \alpha) / (1 - 2\alpha) \supset [0, 1]` (RealNVP, MAF). Data outside
+    that support raise ``ValueError`` naming the rows while Pyro's validation is on (the
+    default; the check reads values, so ``pyro.enable_validation(False)`` removes it). The base's
     mean and scale and :math:`\mu, \sigma` are buffers: part of ``state_dict`` and moved by
     ``.to(device)``.
 
@@ -199,14 +201,19 @@ class Flow(nn.Module):
         """The logit map (when set) and its log-determinant per example; else ``(x, 0)``."""
         if self.logit_alpha is None:
             return x, 0.0
-        squeezed = self.logit_alpha + (1 - 2 * self.logit_alpha) * x
-        outside = ~((squeezed > 0) & (squeezed < 1)).all(-1)
-        if bool(outside.any()):
-            rows = torch.nonzero(outside.reshape(-1)).flatten()[:10].tolist()
-            raise ValueError(
-                f"this model takes data in [0, 1] (logit_alpha={self.logit_alpha}; its support "
-                f"reaches alpha / (1 - 2 alpha) beyond); rows {rows} have values outside it"
-            )
+        # The range check reads the data on the host (a device sync): like Pyro's own support
+        # checks it runs while Pyro's validation is on (the default), and
+        # pyro.enable_validation(False) takes it off the scoring path.
+        if dist.is_validation_enabled():
+            squeezed = self.logit_alpha + (1 - 2 * self.logit_alpha) * x
+            outside = ~((squeezed > 0) & (squeezed < 1)).all(-1)
+            if bool(outside.any()):
+                rows = torch.nonzero(outside.reshape(-1)).flatten()[:10].tolist()
+                raise ValueError(
+                    f"this model takes data in [0, 1] (logit_alpha={self.logit_alpha}; its "
+                    f"support reaches alpha / (1 - 2 alpha) beyond); rows {rows} have values "
+                    "outside it"
+                )
         return logit_transform(x, self.logit_alpha)
 
     def _from_model_space(self, v: Tensor) -> Tensor:

@@ -208,6 +208,24 @@ def _mean_nll(model: Flow, data: Tensor, context: Tensor | None, batch_size: int
     return float(total) / len(data)
 
 
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _adam_kernel_options(parameters: list[Tensor]) -> dict[str, bool]:
+    """``{"fused": True}`` when every tensor is a real float on one CPU or CUDA device.
+
+    Fused Adam/AdamW updates all tensors in a few kernels (a per-tensor loop costs a
+    noticeable share of a small step); elsewhere torch's default implementation is kept.
+    """
+    devices = {p.device for p in parameters}
+    fusable = (
+        len(devices) == 1
+        and next(iter(devices)).type in ("cpu", "cuda")
+        and all(p.dtype in _FUSED_DTYPES for p in parameters)
+    )
+    return {"fused": True} if fusable else {}
+
+
 def fit(
     model: Flow,
     data: Tensor,
@@ -325,10 +343,11 @@ def fit(
     trained = model
     if ranks.world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(model)
-    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     optimizer_class = torch.optim.AdamW if weight_decay else torch.optim.Adam
     parameters = [p for p in model.parameters() if p.requires_grad]  # listed once, not per step
-    optimizer = optimizer_class(parameters, lr=lr, weight_decay=weight_decay, **fused)
+    optimizer = optimizer_class(
+        parameters, lr=lr, weight_decay=weight_decay, **_adam_kernel_options(parameters)
+    )
     steps_per_epoch = math.ceil(len(data) / batch_size)
     # The schedule spans all epochs even when max_steps stops the run sooner: a run stopped
     # by max_steps and resumed follows the same learning rates as one that never stopped.

@@ -389,7 +389,8 @@ def test_any_transform_factory_can_be_the_flow():
         assert any(p.grad is not None for p in guide.flow.parameters())
 
 
-def test_sequential_samplers_warn_and_still_work():
+def test_sequential_samplers_warn_that_they_are_slow_guides():
+    """They still fit as guides: see test_every_flow_fits_an_independent_posterior."""
     for name in SEQUENTIAL_SAMPLERS:
         with pytest.warns(UserWarning, match="samples sequentially"):
             AutoFlow(conjugate_model, name)

@@ -326,28 +326,52 @@ def importance_diagnostics(
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    if vectorize is False:
-        with torch.no_grad():
-            log_weights = _sequential_log_weights(model, guide, num_samples, args, kwargs)
-        return ImportanceDiagnostics.from_log_weights(log_weights)
-    try:
+
+    def vectorized() -> Tensor:
         with torch.no_grad():
             nesting = max_plate_nesting
             if nesting is None:
                 nesting = _max_plate_nesting(*_traces(model, guide, args, kwargs))
-            log_weights = _vectorized_log_weights(
+            return _vectorized_log_weights(
                 model, guide, num_samples, chunk_size or num_samples, nesting, args, kwargs
             )
+
+    def sequential() -> Tensor:
+        with torch.no_grad():
+            return _sequential_log_weights(model, guide, num_samples, args, kwargs)
+
+    log_weights = _vectorized_or_loop(
+        vectorized,
+        sequential,
+        vectorize,
+        "importance sampling",
+        hint=" (or pass max_plate_nesting)",
+    )
+    return ImportanceDiagnostics.from_log_weights(log_weights)
+
+
+def _vectorized_or_loop(
+    vectorized: Callable[[], Any],
+    sequential: Callable[[], Any],
+    vectorize: bool | None,
+    what: str,
+    hint: str = "",
+) -> Any:
+    """Run ``vectorized`` (``vectorize`` True/None) or ``sequential`` (False).
+
+    With ``vectorize=None`` a failing vectorized run warns and falls back to the loop.
+    """
+    if vectorize is False:
+        return sequential()
+    try:
+        return vectorized()
     except Exception as error:
         if vectorize:
             raise
         warnings.warn(
-            f"vectorized importance sampling failed ({type(error).__name__}: {error}); "
-            "falling back to a Python loop over draws, which is slower. Declare every batch "
-            "dimension with pyro.plate (or pass max_plate_nesting) to vectorize, or pass "
-            "vectorize=False to skip this attempt.",
-            stacklevel=2,
+            f"vectorized {what} failed ({type(error).__name__}: {error}); falling back to a "
+            "Python loop over draws, which is slower. Declare every batch dimension with "
+            f"pyro.plate{hint} to vectorize, or pass vectorize=False to skip this attempt.",
+            stacklevel=3,
         )
-        with torch.no_grad():
-            log_weights = _sequential_log_weights(model, guide, num_samples, args, kwargs)
-    return ImportanceDiagnostics.from_log_weights(log_weights)
+        return sequential()

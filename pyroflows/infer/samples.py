@@ -8,7 +8,6 @@ summaries and plots.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from .diagnostics import _traces
+from .diagnostics import _traces, _vectorized_or_loop
 
 __all__ = ["posterior_samples", "samples_to_inference_data", "to_inference_data"]
 
@@ -110,18 +109,9 @@ def posterior_samples(
         samples = predictive(*args, **kwargs)
         return {name: samples[name].reshape(num_samples, *shapes[name]) for name in shapes}
 
-    if vectorize is not None:
-        return draw(parallel=vectorize)
-    try:
-        return draw(parallel=True)
-    except Exception as error:
-        warnings.warn(
-            f"vectorized sampling failed ({type(error).__name__}: {error}); falling back to "
-            "a Python loop over draws, which is slower. Declare every batch dimension with "
-            "pyro.plate to vectorize, or pass vectorize=False to skip this attempt.",
-            stacklevel=2,
-        )
-        return draw(parallel=False)
+    return _vectorized_or_loop(
+        lambda: draw(parallel=True), lambda: draw(parallel=False), vectorize, "sampling"
+    )
 
 
 def _import_arviz():

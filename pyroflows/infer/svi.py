@@ -31,14 +31,13 @@ from pyro.infer import Trace_ELBO
 from torch import Tensor
 
 from ..checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
-from ..train import NonFiniteLossError, _rng_states, _set_rng_states
+from ..train import NonFiniteLossError, _adam_kernel_options, _rng_states, _set_rng_states
 
 __all__ = ["ElboTrace", "NonFiniteLossError", "train_guide"]
 
 # Optimizer names train_guide accepts; anything else must be an optimizer class or factory.
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 _CHECKPOINT_FORMAT = "pyroflows.train_guide/1"
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 @dataclass
@@ -121,17 +120,6 @@ class ElboTrace:
         return ax
 
 
-def _fast_kwargs(params: list[Tensor]) -> dict[str, bool]:
-    """Fused Adam when all tensors are real floats on one CPU/CUDA device, else foreach."""
-    devices = {p.device for p in params}
-    fusable = (
-        len(devices) == 1
-        and next(iter(devices)).type in ("cpu", "cuda")
-        and all(p.dtype in _FUSED_DTYPES for p in params)
-    )
-    return {"fused": True} if fusable else {"foreach": True}
-
-
 def _make_optimizer(optimizer, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
     if isinstance(optimizer, str):
         if optimizer.lower() not in _OPTIMIZERS:
@@ -139,14 +127,14 @@ def _make_optimizer(optimizer, params: list[Tensor], lr: float) -> torch.optim.O
                 f"optimizer must be one of {sorted(_OPTIMIZERS)} or an optimizer class, "
                 f"got {optimizer!r}"
             )
-        return _OPTIMIZERS[optimizer.lower()](params, lr=lr, **_fast_kwargs(params))
+        return _OPTIMIZERS[optimizer.lower()](params, lr=lr, **_adam_kernel_options(params))
     return optimizer(params, lr=lr)
 
 
 def _add_params(optim: torch.optim.Optimizer, params: list[Tensor], tuned: bool) -> None:
     group: dict[str, Any] = {"params": params}
-    if tuned:  # our own Adam: choose fused or foreach for the new tensors on their own
-        group.update({"fused": False, "foreach": False, **_fast_kwargs(params)})
+    if tuned:  # our own Adam: fused (or torch's default) for the new tensors on their own
+        group.update({"fused": False, "foreach": None, **_adam_kernel_options(params)})
     optim.add_param_group(group)
 
 
@@ -206,9 +194,10 @@ def train_guide(
     own :func:`pyro.param` s, in unconstrained space), then the gradients are cleared.
     Unlike ``SVI`` with :class:`pyro.optim.Adam`, which keeps one torch optimizer per
     parameter tensor, all parameters are stepped by one torch optimizer (fused Adam on
-    CPU/CUDA when all parameters share a device and a float dtype, else the ``foreach``
-    implementation). Adam being element-wise, the trajectory is the same as ``SVI``'s up to
-    rounding; the optimizer's share of a step shrinks several-fold.
+    CPU/CUDA when all parameters share a device and a float dtype, as :func:`~pyroflows.fit`
+    chooses it; else torch's default implementation). Adam being element-wise, the trajectory
+    is the same as ``SVI``'s up to rounding; the optimizer's share of a step shrinks
+    several-fold.
 
     **Which parameters.** They are collected on the first step as ``SVI`` does (a
     parameter-only trace of the loss computation); parameters first created on a later step
