@@ -5,6 +5,12 @@
 #   make docs   build the documentation site afresh (-E: the catalogue is generated from the
 #               registry; warnings are errors) into docs/_build/html
 #   make bench  speed benchmarks against Pyro's own transforms
+#   make tutorials       the tutorials' sources are tutorials/*.py (jupytext percent format):
+#                        copy their cells into the paired tutorials/*.ipynb, then execute the
+#                        notebooks in full so their stored outputs are those of a full run
+#                        (tens of minutes; NOTEBOOKS=tutorials/flow_vi.ipynb runs just one)
+#   make sync-tutorials  only copy the cells of tutorials/*.py into the notebooks, keeping
+#                        their outputs (enough for an edit to the prose); see CONTRIBUTING.md
 PYTHON ?= python3
 VENV ?= .venv
 # The torch build to install when the environment has none. Pinned to the version CI tests;
@@ -12,7 +18,11 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format docs bench setup setup-dev setup-docs clean
+# The notebooks `make tutorials` executes.
+NOTEBOOKS ?= $(wildcard tutorials/*.ipynb)
+
+.PHONY: demo test lint format docs bench tutorials sync-tutorials setup setup-dev setup-docs \
+	setup-tutorials clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +43,14 @@ $(VENV)/.setup-docs: $(VENV)/.setup-dev
 	$(BIN)/pip install --quiet -e ".[docs]"
 	@touch $@
 
+$(VENV)/.setup-tutorials: $(VENV)/.setup-dev
+	$(BIN)/pip install --quiet -e ".[tutorials]"
+	@touch $@
+
 setup: $(VENV)/.setup
 setup-dev: $(VENV)/.setup-dev
 setup-docs: $(VENV)/.setup-docs
+setup-tutorials: $(VENV)/.setup-tutorials
 
 demo: setup
 	$(BIN)/python -m pyroflows demo
@@ -58,6 +73,14 @@ docs: setup-docs
 
 bench: setup-dev
 	$(BIN)/python benchmarks/run_all.py
+
+# --update keeps each notebook's outputs and metadata and replaces its cells by the .py's
+sync-tutorials: setup-tutorials
+	$(BIN)/jupytext --update --to ipynb tutorials/*.py
+
+tutorials: sync-tutorials
+	OMP_NUM_THREADS=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=1200 $(NOTEBOOKS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache demo.png demo.json docs/_build docs/tutorials

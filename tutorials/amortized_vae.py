@@ -1,98 +1,83 @@
-"""Write tutorials/amortized_vae.ipynb (without outputs) from the cells below.
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-Run it, then execute the notebook in full mode so that the committed outputs come from a
-full run:
+# %% [markdown]
+# # Amortized inference with flows: a VAE on the digits
+#
+# A variational autoencoder (VAE) has a *local* latent $z_n$ for every data point $x_n$:
+#
+# $$z_n \sim p(z) = \mathcal{N}(0, I_L), \qquad x_n \mid z_n \sim p_\theta(x \mid z_n),$$
+#
+# with a neural network (the *decoder*) inside $p_\theta(x \mid z)$. Instead of fitting one
+# posterior per data point, an *encoder* network maps each $x$ to the parameters of its
+# approximate posterior $q_\phi(z \mid x)$: the inference is **amortized** over the data set.
+# Decoder and encoder are trained together by maximising the evidence lower bound (ELBO)
+#
+# $$\log p_\theta(x) \;\ge\; \mathcal{L}(x) = \mathbb{E}_{q_\phi(z \mid x)}
+# \big[\log p_\theta(x, z) - \log q_\phi(z \mid x)\big]
+# = \log p_\theta(x) - \mathrm{KL}\big(q_\phi(z \mid x) \,\|\, p_\theta(z \mid x)\big).$$
+#
+# The usual encoder outputs a diagonal Gaussian. Its gap $\mathrm{KL}(q \,\|\, p(z \mid x))$
+# has two parts (Cremer, Li & Duvenaud 2018, *Inference suboptimality in variational
+# autoencoders*, arXiv:1801.03558): the **approximation gap**, because even the best diagonal
+# Gaussian $q^*_x$ for this $x$ is not the true posterior, and the **amortization gap**,
+# because the encoder does not output $q^*_x$ exactly:
+#
+# $$\log p(x) - \mathcal{L}_{q}(x) =
+# \underbrace{\log p(x) - \mathcal{L}_{q^*_x}(x)}_{\text{approximation gap}}
+# + \underbrace{\mathcal{L}_{q^*_x}(x) - \mathcal{L}_{q}(x)}_{\text{amortization gap}} .$$
+#
+# A flow posterior attacks the first part. With **inverse autoregressive flow** (IAF; Kingma,
+# Salimans, Jozefowicz, Chen, Sutskever & Welling 2016, *Improving variational inference with
+# inverse autoregressive flow*, arXiv:1606.04934) the encoder also outputs a context vector
+# $h(x)$ and the noise goes through $T$ autoregressive layers conditioned on it:
+#
+# $$(\mu, \sigma, h) = \mathrm{encoder}(x), \quad \varepsilon \sim \mathcal{N}(0, I), \quad
+# u = f^{(T)}_h \circ \dots \circ f^{(1)}_h(\varepsilon), \quad z = \mu + \sigma \odot u,$$
+#
+# $$\log q(z \mid x) = \log \mathcal{N}(\varepsilon; 0, I)
+# - \sum_{t=1}^{T} \log\left|\det \frac{\partial f^{(t)}_h}{\partial u^{(t-1)}}\right|
+# - \sum_i \log \sigma_i ,$$
+#
+# where each layer is the gated update $f(u)_i = s_i\, u_i + (1 - s_i)\, m_i$ with
+# $(m_i, s_i) = \mathrm{MADE}(u_{<i}, h)$, $s_i = \mathrm{sigmoid}(\cdot)$: its Jacobian is
+# triangular, the log-determinant is $\sum_i \log s_i$, and a draw with its density costs one
+# parallel network pass per layer. `pyroflows.infer.AmortizedFlow` is exactly this posterior
+# (`flow=None` gives the Gaussian encoder); calling it on a batch of data returns a Pyro
+# distribution to `pyro.sample` inside the data plate.
+#
+# **Evaluation.** The ELBO is a lower bound, and a flow posterior can raise it without the
+# model getting any better. To compare *models* we also estimate $\log p(x)$ with the
+# importance-weighted bound (Burda, Grosse & Salakhutdinov 2016, *Importance weighted
+# autoencoders*, arXiv:1509.00519):
+#
+# $$\mathcal{L}_K(x) = \mathbb{E}_{z_1, \dots, z_K \sim q(z \mid x)}
+# \left[\log \frac{1}{K} \sum_{k=1}^{K} \frac{p(x, z_k)}{q(z_k \mid x)}\right],
+# \qquad \mathcal{L}_1 = \mathcal{L} \le \mathcal{L}_K \le \mathcal{L}_{K+1} \le \log p(x),$$
+#
+# and $\mathcal{L}_K \to \log p(x)$ as $K \to \infty$ (for a posterior with heavier tails than
+# the true one). We report the ELBO and $\mathcal{L}_K$ (with $K = 1000$: "IWLL") on the
+# test images, in nats per image; the difference IWLL $-$ ELBO estimates, from below, the mean
+# $\mathrm{KL}(q(z \mid x) \,\|\, p(z \mid x))$.
+#
+# Set `PYROFLOWS_SMOKE=1` to run everything in a few seconds (this is how the test suite runs
+# the notebook); the outputs shown here come from a full run (under 3 minutes on one CPU
+# thread).
 
-    .venv/bin/python scripts/make_vae_notebook.py
-    OMP_NUM_THREADS=1 .venv/bin/jupyter nbconvert --to notebook --execute --inplace \
-        --ExecutePreprocessor.timeout=1200 tutorials/amortized_vae.ipynb
-"""
-
-from __future__ import annotations
-
-from pathlib import Path
-
-import nbformat
-
-PATH = Path(__file__).parents[1] / "tutorials" / "amortized_vae.ipynb"
-
-CELLS: list[tuple[str, str]] = []
-
-
-def md(text: str) -> None:
-    CELLS.append(("markdown", text.strip("\n")))
-
-
-def code(text: str) -> None:
-    CELLS.append(("code", text.strip("\n")))
-
-
-md(r"""
-# Amortized inference with flows: a VAE on the digits
-
-A variational autoencoder (VAE) has a *local* latent $z_n$ for every data point $x_n$:
-
-$$z_n \sim p(z) = \mathcal{N}(0, I_L), \qquad x_n \mid z_n \sim p_\theta(x \mid z_n),$$
-
-with a neural network (the *decoder*) inside $p_\theta(x \mid z)$. Instead of fitting one
-posterior per data point, an *encoder* network maps each $x$ to the parameters of its
-approximate posterior $q_\phi(z \mid x)$: the inference is **amortized** over the data set.
-Decoder and encoder are trained together by maximising the evidence lower bound (ELBO)
-
-$$\log p_\theta(x) \;\ge\; \mathcal{L}(x) = \mathbb{E}_{q_\phi(z \mid x)}
-\big[\log p_\theta(x, z) - \log q_\phi(z \mid x)\big]
-= \log p_\theta(x) - \mathrm{KL}\big(q_\phi(z \mid x) \,\|\, p_\theta(z \mid x)\big).$$
-
-The usual encoder outputs a diagonal Gaussian. Its gap $\mathrm{KL}(q \,\|\, p(z \mid x))$
-has two parts (Cremer, Li & Duvenaud 2018, *Inference suboptimality in variational
-autoencoders*, arXiv:1801.03558): the **approximation gap**, because even the best diagonal
-Gaussian $q^*_x$ for this $x$ is not the true posterior, and the **amortization gap**,
-because the encoder does not output $q^*_x$ exactly:
-
-$$\log p(x) - \mathcal{L}_{q}(x) =
-\underbrace{\log p(x) - \mathcal{L}_{q^*_x}(x)}_{\text{approximation gap}}
-+ \underbrace{\mathcal{L}_{q^*_x}(x) - \mathcal{L}_{q}(x)}_{\text{amortization gap}} .$$
-
-A flow posterior attacks the first part. With **inverse autoregressive flow** (IAF; Kingma,
-Salimans, Jozefowicz, Chen, Sutskever & Welling 2016, *Improving variational inference with
-inverse autoregressive flow*, arXiv:1606.04934) the encoder also outputs a context vector
-$h(x)$ and the noise goes through $T$ autoregressive layers conditioned on it:
-
-$$(\mu, \sigma, h) = \mathrm{encoder}(x), \quad \varepsilon \sim \mathcal{N}(0, I), \quad
-u = f^{(T)}_h \circ \dots \circ f^{(1)}_h(\varepsilon), \quad z = \mu + \sigma \odot u,$$
-
-$$\log q(z \mid x) = \log \mathcal{N}(\varepsilon; 0, I)
-- \sum_{t=1}^{T} \log\left|\det \frac{\partial f^{(t)}_h}{\partial u^{(t-1)}}\right|
-- \sum_i \log \sigma_i ,$$
-
-where each layer is the gated update $f(u)_i = s_i\, u_i + (1 - s_i)\, m_i$ with
-$(m_i, s_i) = \mathrm{MADE}(u_{<i}, h)$, $s_i = \mathrm{sigmoid}(\cdot)$: its Jacobian is
-triangular, the log-determinant is $\sum_i \log s_i$, and a draw with its density costs one
-parallel network pass per layer. `pyroflows.infer.AmortizedFlow` is exactly this posterior
-(`flow=None` gives the Gaussian encoder); calling it on a batch of data returns a Pyro
-distribution to `pyro.sample` inside the data plate.
-
-**Evaluation.** The ELBO is a lower bound, and a flow posterior can raise it without the
-model getting any better. To compare *models* we also estimate $\log p(x)$ with the
-importance-weighted bound (Burda, Grosse & Salakhutdinov 2016, *Importance weighted
-autoencoders*, arXiv:1509.00519):
-
-$$\mathcal{L}_K(x) = \mathbb{E}_{z_1, \dots, z_K \sim q(z \mid x)}
-\left[\log \frac{1}{K} \sum_{k=1}^{K} \frac{p(x, z_k)}{q(z_k \mid x)}\right],
-\qquad \mathcal{L}_1 = \mathcal{L} \le \mathcal{L}_K \le \mathcal{L}_{K+1} \le \log p(x),$$
-
-and $\mathcal{L}_K \to \log p(x)$ as $K \to \infty$ (for a posterior with heavier tails than
-the true one). We report the ELBO and $\mathcal{L}_K$ (with $K = 1000$: "IWLL") on the
-test images, in nats per image; the difference IWLL $-$ ELBO estimates, from below, the mean
-$\mathrm{KL}(q(z \mid x) \,\|\, p(z \mid x))$.
-
-Set `PYROFLOWS_SMOKE=1` to run everything in a few seconds (this is how the test suite runs
-the notebook); the outputs shown here come from a full run (under 3 minutes on one CPU
-thread).
-""")
-
-code(r"""
-%matplotlib inline
+# %%
+# %matplotlib inline
 import math
 import os
 import time
@@ -114,21 +99,19 @@ torch.set_num_threads(1)  # the networks are small: more threads would not pay f
 device = "cuda" if torch.cuda.is_available() else "cpu"
 where = torch.cuda.get_device_name() if device == "cuda" else "CPU, 1 thread"
 print(f"device: {device} ({where}); smoke mode: {SMOKE}")
-""")
 
-md(r"""
-## The data: binarised digits
+# %% [markdown]
+# ## The data: binarised digits
+#
+# The scikit-learn digits are 1,797 images of 8 x 8 pixels with grey levels
+# $k \in \{0, \dots, 16\}$, split 80/20 with `random_state=0` by `load_digits` (1,437 training
+# and 360 test images), as in the density-estimation tutorial. We model **binary** pixels with
+# a Bernoulli likelihood, as the IAF paper does on MNIST, and binarise **dynamically**: every
+# training step draws fresh binary images $x_i \sim \mathrm{Bernoulli}(k_i / 16)$, which on a
+# training set this small also acts as data augmentation. The test images are binarised once,
+# with a fixed seed, so that every model is scored on the same 360 binary images.
 
-The scikit-learn digits are 1,797 images of 8 x 8 pixels with grey levels
-$k \in \{0, \dots, 16\}$, split 80/20 with `random_state=0` by `load_digits` (1,437 training
-and 360 test images), as in the density-estimation tutorial. We model **binary** pixels with
-a Bernoulli likelihood, as the IAF paper does on MNIST, and binarise **dynamically**: every
-training step draws fresh binary images $x_i \sim \mathrm{Bernoulli}(k_i / 16)$, which on a
-training set this small also acts as data augmentation. The test images are binarised once,
-with a fixed seed, so that every model is scored on the same 360 binary images.
-""")
-
-code(r"""
+# %%
 train_levels = load_digits("train", device=device)
 test_levels = load_digits("test", device=device)
 if SMOKE:
@@ -153,27 +136,25 @@ for ax in axes.flat:
 axes[0, 0].set_title("grey levels / 16", loc="left", fontsize=9)
 axes[1, 0].set_title("two dynamic binarisations", loc="left", fontsize=9)
 plt.show()
-""")
 
-md(r"""
-## Model, guide and the two posteriors
+# %% [markdown]
+# ## Model, guide and the two posteriors
+#
+# Decoder: an MLP $8 \to 128 \to 128 \to 64$ (ELU) giving the Bernoulli logits of the 64
+# pixels; latent dimension $L = 8$. Both posteriors use the same encoder architecture, an MLP
+# $64 \to 128 \to 128$ (`encoder_hidden_dims`), whose last layer outputs $\mu$, $\sigma$ and,
+# for the flow, the context $h(x)$:
+#
+# * **Gaussian**: `AmortizedFlow(64, 8, None, encoder_hidden_dims=(128, 128))`;
+# * **IAF**: `AmortizedFlow(64, 8, "iaf", context_dim=32, encoder_hidden_dims=(128, 128),
+#   num_layers=2)`: two gated IAF layers whose MADEs read the 32-dimensional context (their own
+#   hidden sizes stay at the registry's default, `[32, 32]` for 8 latents).
+#
+# The model and the guide are ordinary Pyro programs. The data plate draws a minibatch of
+# 100 images (`subsample_size`); the guide encodes exactly those rows and Pyro scales both
+# sides by $N / 100$, so the loss is an unbiased estimate of the ELBO of the whole training set.
 
-Decoder: an MLP $8 \to 128 \to 128 \to 64$ (ELU) giving the Bernoulli logits of the 64
-pixels; latent dimension $L = 8$. Both posteriors use the same encoder architecture, an MLP
-$64 \to 128 \to 128$ (`encoder_hidden_dims`), whose last layer outputs $\mu$, $\sigma$ and, for the
-flow, the context $h(x)$:
-
-* **Gaussian**: `AmortizedFlow(64, 8, None, encoder_hidden_dims=(128, 128))`;
-* **IAF**: `AmortizedFlow(64, 8, "iaf", context_dim=32, encoder_hidden_dims=(128, 128),
-  num_layers=2)`: two gated IAF layers whose MADEs read the 32-dimensional context (their own
-  hidden sizes stay at the registry's default, `[32, 32]` for 8 latents).
-
-The model and the guide are ordinary Pyro programs. The data plate draws a minibatch of
-100 images (`subsample_size`); the guide encodes exactly those rows and Pyro scales both
-sides by $N / 100$, so the loss is an unbiased estimate of the ELBO of the whole training set.
-""")
-
-code(r'''
+# %%
 LATENT, HIDDEN, CONTEXT, IAF_LAYERS = 8, 128, 32, 2
 BATCH, LR = 100, 3e-3
 EPOCHS = 3 if SMOKE else 300
@@ -224,21 +205,21 @@ def make_model_and_guide(decoder, posterior, num_images):
 
 
 print(make_posterior("iaf"))
-''')
 
-md(r"""
-## Evaluation: ELBO and importance-weighted bound
 
-For each test image we draw $K$ latents from the posterior with `rsample_and_log_prob`
-(one encoder pass and one flow pass give the draws and their exact $\log q$), compute the
-log-weights $\log w_k = \log p(x, z_k) - \log q(z_k \mid x)$ and return, from the same draws,
-the ELBO estimate $\frac1K \sum_k \log w_k$ and the bound
-$\mathcal{L}_K = \log \frac1K \sum_k w_k$ (a `logsumexp`), in chunks so that memory stays
-small. `posterior_of(rows)` returns the posterior of those test images, so the same code
-scores the amortized posteriors and, further down, posteriors fitted image by image.
-""")
+# %% [markdown]
+# ## Evaluation: ELBO and importance-weighted bound
+#
+# For each test image we draw $K$ latents from the posterior with `rsample_and_log_prob`
+# (one encoder pass and one flow pass give the draws and their exact $\log q$), compute the
+# log-weights $\log w_k = \log p(x, z_k) - \log q(z_k \mid x)$ and return, from the same draws,
+# the ELBO estimate $\frac1K \sum_k \log w_k$ and the bound
+# $\mathcal{L}_K = \log \frac1K \sum_k w_k$ (a `logsumexp`), in chunks so that memory stays
+# small. `posterior_of(rows)` returns the posterior of those test images, so the same code
+# scores the amortized posteriors and, further down, posteriors fitted image by image.
 
-code(r'''
+
+# %%
 def log_joint(decoder, z, x):
     """The log-joint log p(x, z) = log N(z; 0, I) + sum_i log Bernoulli(x_i; sigmoid(f(z)_i))."""
     log_prior = -0.5 * (z.square().sum(-1) + LATENT * math.log(2 * math.pi))
@@ -273,22 +254,21 @@ def bounds(log_w):
 def amortized(posterior, x):
     """``posterior_of`` for an amortized posterior: encode the rows asked for."""
     return lambda index: posterior(x[index])
-''')
 
-md(r"""
-## Training
 
-Both posteriors get the same decoder architecture, the same budget (300 epochs of 15
-minibatches) and the same optimiser: Adam at $3 \cdot 10^{-3}$ with a cosine decay to 0,
-on Pyro's `Trace_ELBO` (one particle). `Trace_ELBO().differentiable_loss(model, guide, x)`
-is the same loss `SVI` would step on; we step it with one torch optimiser over the decoder's
-and the posterior's parameters. Every 10 epochs we estimate the test ELBO with 10 draws per
-image, for the learning curves (with the random state forked, so that the training draws
-exactly what `benchmarks/bench_vae.py`, which reproduces the table, draws). Three seeds per
-posterior.
-""")
+# %% [markdown]
+# ## Training
+#
+# Both posteriors get the same decoder architecture, the same budget (300 epochs of 15
+# minibatches) and the same optimiser: Adam at $3 \cdot 10^{-3}$ with a cosine decay to 0,
+# on Pyro's `Trace_ELBO` (one particle). `Trace_ELBO().differentiable_loss(model, guide, x)`
+# is the same loss `SVI` would step on; we step it with one torch optimiser over the decoder's
+# and the posterior's parameters. Every 10 epochs we estimate the test ELBO with 10 draws per
+# image, for the learning curves (with the random state forked, so that the training draws
+# exactly what `benchmarks/bench_vae.py`, which reproduces the table, draws). Three seeds per
+# posterior.
 
-code(r'''
+# %%
 EVAL_EVERY = 1 if SMOKE else 10
 NUM_DRAWS = 20 if SMOKE else 1000
 
@@ -351,18 +331,18 @@ for seed in SEEDS:
             f"{seconds:.3f} s/epoch"
         )
 print(f"total: {time.perf_counter() - started:.0f} s on {device}")
-''')
 
-md(r"""
-## Results
 
-Test-set means in nats per image (higher is better), mean $\pm$ standard deviation over the
-seeds. "gap" is IWLL $-$ ELBO, the part of the ELBO lost to the posterior's mismatch (a lower
-estimate of the mean KL from $q(z \mid x)$ to the true posterior). Parameters: posterior
-(encoder, plus the flow) + decoder.
-""")
+# %% [markdown]
+# ## Results
+#
+# Test-set means in nats per image (higher is better), mean $\pm$ standard deviation over the
+# seeds. "gap" is IWLL $-$ ELBO, the part of the ELBO lost to the posterior's mismatch (a lower
+# estimate of the mean KL from $q(z \mid x)$ to the true posterior). Parameters: posterior
+# (encoder, plus the flow) + decoder.
 
-code(r'''
+
+# %%
 def mean_sd(values):
     """Mean ± standard deviation over the seeds, as text."""
     values = np.asarray(values)
@@ -395,20 +375,18 @@ if len(SEEDS) > 1:
     print(f"\nIAF - Gaussian, test ELBO, seed by seed: {np.round(differences, 3).tolist()}")
     differences = [runs["iaf", s]["iwll"] - runs["gaussian", s]["iwll"] for s in SEEDS]
     print(f"IAF - Gaussian, test IWLL, seed by seed: {np.round(differences, 3).tolist()}")
-''')
 
-md(r"""
-### Learning curves
+# %% [markdown]
+# ### Learning curves
+#
+# The training ELBO is the mean of the minibatch estimates over each epoch (noisy: one particle,
+# fresh binarisations); the test ELBO is estimated every 10 epochs with 10 draws per test image.
+# One line per seed. Both posteriors are still creeping up when the cosine schedule brings the
+# step size to zero; longer training would gain a little more for both. The test ELBO ends
+# about 0.6 nats below the training ELBO but never turns down: no overfitting in that sense
+# (fresh binarisations at every step make the 1,437 training images hard to memorise).
 
-The training ELBO is the mean of the minibatch estimates over each epoch (noisy: one particle,
-fresh binarisations); the test ELBO is estimated every 10 epochs with 10 draws per test image.
-One line per seed. Both posteriors are still creeping up when the cosine schedule brings the
-step size to zero; longer training would gain a little more for both. The test ELBO ends
-about 0.6 nats below the training ELBO but never turns down: no overfitting in that sense
-(fresh binarisations at every step make the 1,437 training images hard to memorise).
-""")
-
-code(r"""
+# %%
 colors = {"gaussian": "tab:blue", "iaf": "tab:orange"}
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 for (kind, seed), run in runs.items():
@@ -428,19 +406,17 @@ for ax in axes:
         ax.set_ylim(-26, -22)
 plt.tight_layout()
 plt.show()
-""")
 
-md(r"""
-### How fast the importance-weighted bound tightens
+# %% [markdown]
+# ### How fast the importance-weighted bound tightens
+#
+# For the seed-0 models, 5,000 draws per test image; $\mathcal{L}_K$ for smaller $K$ is the
+# mean over disjoint blocks of $K$ of those draws (an unbiased estimate of $\mathcal{L}_K$).
+# $\mathcal{L}_1$ is the ELBO. The curves flatten out: with $K = 1000$ the bound is within
+# 0.01 nat of its $K = 5000$ value, so IWLL is a good estimate of $\log p(x)$ at the scale of
+# the differences in the table.
 
-For the seed-0 models, 5,000 draws per test image; $\mathcal{L}_K$ for smaller $K$ is the
-mean over disjoint blocks of $K$ of those draws (an unbiased estimate of $\mathcal{L}_K$).
-$\mathcal{L}_1$ is the ELBO. The curves flatten out: with $K = 1000$ the bound is within
-0.01 nat of its $K = 5000$ value, so IWLL is a good estimate of $\log p(x)$ at the scale of
-the differences in the table.
-""")
-
-code(r'''
+# %%
 BIG_K = 100 if SMOKE else 5000
 K_VALUES = [k for k in (1, 3, 10, 30, 100, 300, 1000, 5000) if k <= BIG_K]
 seed0_log_w = {}
@@ -468,26 +444,24 @@ ax.set_xlabel("K (importance samples per image)")
 ax.set_ylabel("test bound, nats per image")
 ax.legend()
 plt.show()
-''')
 
-md(r"""
-### Approximation gap and amortization gap
+# %% [markdown]
+# ### Approximation gap and amortization gap
+#
+# Which part of the gap does the flow close? For the seed-0 models we freeze the decoder and
+# the flow and fit, **for each test image separately**, the posterior's per-image parameters
+# ($\mu$, $\sigma$ and, for the IAF, the context $h$) by maximising that image's ELBO
+# (Adam, 16 draws per step), starting from the encoder's output. That is the best the
+# encoder could have done within its family (approximately: a local optimum). Then
+#
+# * amortization gap $\approx$ ELBO(fitted per image) $-$ ELBO(encoder),
+# * approximation gap $\approx$ IWLL $-$ ELBO(fitted per image),
+#
+# with the ELBOs estimated from $K = 1000$ draws per image and $\log p(x)$ by the
+# $K = 5000$ bound computed above. `FlowPosterior(flow, loc, scale, context)` builds the
+# per-image posteriors from plain tensors.
 
-Which part of the gap does the flow close? For the seed-0 models we freeze the decoder and
-the flow and fit, **for each test image separately**, the posterior's per-image parameters
-($\mu$, $\sigma$ and, for the IAF, the context $h$) by maximising that image's ELBO
-(Adam, 16 draws per step), starting from the encoder's output. That is the best the
-encoder could have done within its family (approximately: a local optimum). Then
-
-* amortization gap $\approx$ ELBO(fitted per image) $-$ ELBO(encoder),
-* approximation gap $\approx$ IWLL $-$ ELBO(fitted per image),
-
-with the ELBOs estimated from $K = 1000$ draws per image and $\log p(x)$ by the
-$K = 5000$ bound computed above. `FlowPosterior(flow, loc, scale, context)` builds the
-per-image posteriors from plain tensors.
-""")
-
-code(r'''
+# %%
 REFINE_STEPS = 5 if SMOKE else 300
 
 
@@ -538,17 +512,15 @@ for kind in POSTERIORS:
         f"{local_elbo - encoder_elbo:17.3f} {iwll - local_elbo:18.3f}"
         f"   ({time.perf_counter() - start:.0f} s)"
     )
-''')
 
-md(r"""
-## Reconstructions and samples
+# %% [markdown]
+# ## Reconstructions and samples
+#
+# Top: test images (binary). Below them, for each seed-0 model, the pixel probabilities
+# $\mathrm{sigmoid}(f(z))$ decoded from one draw $z \sim q(z \mid x)$. Then images decoded from
+# the prior, $z \sim \mathcal{N}(0, I)$ (probabilities, not binary draws).
 
-Top: test images (binary). Below them, for each seed-0 model, the pixel probabilities
-$\mathrm{sigmoid}(f(z))$ decoded from one draw $z \sim q(z \mid x)$. Then images decoded from
-the prior, $z \sim \mathcal{N}(0, I)$ (probabilities, not binary draws).
-""")
-
-code(r"""
+# %%
 torch.manual_seed(0)
 shown = test_x[:12]
 prior_z = torch.randn(12, LATENT, device=device)
@@ -569,63 +541,44 @@ for row, (title, images) in zip(axes, rows, strict=True):
     row[0].set_title(title, loc="left", fontsize=9)
 plt.tight_layout()
 plt.show()
-""")
 
-md(r"""
-## Discussion
-
-**What the flow buys.** On every seed the IAF posterior raises the test ELBO, by 0.09 to
-0.11 nats per image, and the gap IWLL $-$ ELBO falls from 0.30 to 0.24 nats: the flow
-posterior is measurably closer to the true posterior. The IWLL, our estimate of the model's
-own log-likelihood, rises too, but by less: 0.02 to 0.06 nats. Most of the ELBO gain is a
-tighter bound rather than a better generative model, which is why comparing VAEs by their
-ELBO alone would overstate it. (`benchmarks/bench_vae.py --seeds 5` gives the same picture:
-+0.06 to +0.11 nats in ELBO and +0.01 to +0.06 in IWLL, on each of five seeds.)
-
-**Why the effect is small here.** The Gaussian encoder loses only 0.3 nats per image (about
-1% of the ELBO) to the mismatch with the true posterior. With 8 latents for 64 binary pixels
-and a small decoder the posteriors are close to Gaussian, and training on the ELBO also pushes
-the decoder towards posteriors the encoder can represent. The IAF paper's gains come from
-larger images and deeper, hierarchical models, where posteriors are further from Gaussian;
-this experiment says nothing about that regime.
-
-**Where the rest of the gap is.** The per-image fits (seed 0) split the gap: 0.14 nats of
-amortization gap and 0.17 of approximation gap for the Gaussian; 0.14 and 0.12 for the IAF.
-The flow cuts the approximation gap by about a quarter and leaves the amortization gap where
-it was, so half of what remains is the encoder not producing the best parameters for each
-image. A larger encoder, longer training or a few steps of per-image refinement at test time
-(as in the cell above) would go after that part; a more flexible flow would not. Two caveats:
-the per-image fits are local optima after 300 Adam steps, so the amortization gaps are
-underestimates; and the two models have different decoders, so their gaps are measured
-against different true posteriors.
-
-**Cost.** The IAF adds about 10,000 parameters to the posterior (36,816 against 26,896) and
-about 40% to the time per epoch here (0.081 against 0.058 s; timings on a shared machine are
-noisy). Drawing a latent and scoring it is still one pass through the encoder and one through
-the flow.
-
-**Limits of this comparison.** One architecture, one optimiser setting and 300 epochs, picked
-in a few trial runs on a validation split of the training images (never the test set) and not
-tuned per posterior; neither model has fully converged. Three seeds, whose standard deviations
-(0.01 to 0.02 nats) are well below the differences. We did not try a Gaussian encoder with as
-many parameters as the IAF posterior. And the numbers are for one binarisation of the test
-set: they cannot be compared with results on other binarisations, or with the bits per
-dimension of the grey-level digits in the density-estimation tutorial.
-""")
-
-
-def main() -> None:
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
-    for kind, source in CELLS:
-        make = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
-        notebook.cells.append(make(source))
-    nbformat.write(notebook, PATH)
-    print(f"wrote {PATH} ({len(CELLS)} cells)")
-
-
-if __name__ == "__main__":
-    main()
+# %% [markdown]
+# ## Discussion
+#
+# **What the flow buys.** On every seed the IAF posterior raises the test ELBO, by 0.09 to
+# 0.11 nats per image, and the gap IWLL $-$ ELBO falls from 0.30 to 0.24 nats: the flow
+# posterior is measurably closer to the true posterior. The IWLL, our estimate of the model's
+# own log-likelihood, rises too, but by less: 0.02 to 0.06 nats. Most of the ELBO gain is a
+# tighter bound rather than a better generative model, which is why comparing VAEs by their
+# ELBO alone would overstate it. (`benchmarks/bench_vae.py --seeds 5` gives the same picture:
+# +0.06 to +0.11 nats in ELBO and +0.01 to +0.06 in IWLL, on each of five seeds.)
+#
+# **Why the effect is small here.** The Gaussian encoder loses only 0.3 nats per image (about
+# 1% of the ELBO) to the mismatch with the true posterior. With 8 latents for 64 binary pixels
+# and a small decoder the posteriors are close to Gaussian, and training on the ELBO also pushes
+# the decoder towards posteriors the encoder can represent. The IAF paper's gains come from
+# larger images and deeper, hierarchical models, where posteriors are further from Gaussian;
+# this experiment says nothing about that regime.
+#
+# **Where the rest of the gap is.** The per-image fits (seed 0) split the gap: 0.14 nats of
+# amortization gap and 0.17 of approximation gap for the Gaussian; 0.14 and 0.12 for the IAF.
+# The flow cuts the approximation gap by about a quarter and leaves the amortization gap where
+# it was, so half of what remains is the encoder not producing the best parameters for each
+# image. A larger encoder, longer training or a few steps of per-image refinement at test time
+# (as in the cell above) would go after that part; a more flexible flow would not. Two caveats:
+# the per-image fits are local optima after 300 Adam steps, so the amortization gaps are
+# underestimates; and the two models have different decoders, so their gaps are measured
+# against different true posteriors.
+#
+# **Cost.** The IAF adds about 10,000 parameters to the posterior (36,816 against 26,896) and
+# about 40% to the time per epoch here (0.081 against 0.058 s; timings on a shared machine are
+# noisy). Drawing a latent and scoring it is still one pass through the encoder and one through
+# the flow.
+#
+# **Limits of this comparison.** One architecture, one optimiser setting and 300 epochs, picked
+# in a few trial runs on a validation split of the training images (never the test set) and not
+# tuned per posterior; neither model has fully converged. Three seeds, whose standard deviations
+# (0.01 to 0.02 nats) are well below the differences. We did not try a Gaussian encoder with as
+# many parameters as the IAF posterior. And the numbers are for one binarisation of the test
+# set: they cannot be compared with results on other binarisations, or with the bits per
+# dimension of the grey-level digits in the density-estimation tutorial.
