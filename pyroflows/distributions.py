@@ -22,8 +22,7 @@ from torch.distributions import AffineTransform, Transform
 from torch.distributions.transforms import IndependentTransform, SigmoidTransform
 
 from .data.digits import inverse_logit_transform, logit_transform
-from .transforms import REGISTRY, FlowSequence
-from .transforms._base import FlowModule, InverseFlow
+from .transforms import REGISTRY, FlowModule, FlowSequence, InverseFlow
 
 __all__ = ["Flow"]
 
@@ -274,10 +273,8 @@ class Flow(nn.Module):
         u = (v - self.data_loc) / self.data_scale
         # One uncached inverse pass that returns the log-det with it: the pass cache and its
         # bookkeeping cannot help when scoring data (each batch is new).
-        z, log_det = self.flow._backward(u, context)
-        if log_det is None:
-            log_det = self.flow._log_det(z, u, context)
-        log_prob = self._base(None).log_prob(z) - log_det - self.data_scale.log().sum()
+        z, log_det = self.flow.inverse_and_log_det(u, context)
+        log_prob = self._base(None).log_prob(z) + log_det - self.data_scale.log().sum()
         return log_prob + logit_log_det
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:

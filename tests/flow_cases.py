@@ -11,14 +11,18 @@ from torch.distributions import Transform
 from pyroflows.transforms import REGISTRY
 
 CONTEXT_DIM = 2
+VECTOR = (3,)
+IMAGE = (2, 4, 4)  # (C, H, W): the same checks on image-shaped events
 
 
 @dataclass(frozen=True)
 class Case:
-    """One registry entry, unconditional or conditioned on a context of size CONTEXT_DIM."""
+    """One registry entry, unconditional or conditioned on a context of size CONTEXT_DIM,
+    on vectors (VECTOR) or, for flows that take them, images (IMAGE)."""
 
     name: str
     context_dim: int = 0
+    event_shape: tuple[int, ...] = VECTOR
 
     @property
     def spec(self):
@@ -29,13 +33,28 @@ class Case:
         return self.context_dim > 0
 
     @property
+    def is_image(self) -> bool:
+        return len(self.event_shape) == 3
+
+    @property
     def id(self) -> str:
-        return f"{self.name}|ctx" if self.conditional else self.name
+        name = f"{self.name}|ctx" if self.conditional else self.name
+        return name + ("@" + "x".join(map(str, self.event_shape)) if self.is_image else "")
+
+    def shape(self, size: int) -> tuple[int, ...]:
+        """An event shape of this case's rank with ``size`` elements (2 or 3 in the tests)."""
+        return (size, 1, 1) if self.is_image else (size,)
 
 
-CASES = [Case(name) for name in REGISTRY] + [
-    Case(name, CONTEXT_DIM) for name, spec in REGISTRY.items() if spec.conditional
-]
+def _cases(event_shape):
+    rank = len(event_shape)
+    specs = {name: spec for name, spec in REGISTRY.items() if rank in spec.event_dims}
+    return [Case(name, 0, event_shape) for name in specs] + [
+        Case(name, CONTEXT_DIM, event_shape) for name, spec in specs.items() if spec.conditional
+    ]
+
+
+CASES = _cases(VECTOR) + _cases(IMAGE)
 CASE_IDS = [case.id for case in CASES]
 
 # Loosened tolerances, one entry each with its reason. Default: float64 1e-10, float32 1e-4.
@@ -108,13 +127,19 @@ def tolerance(case: Case, dtype: torch.dtype) -> float:
 
 
 def make_flow(
-    case: Case, dim: int = 3, dtype: torch.dtype = torch.float64, seed: int = 0, scale: float = 0.5
+    case: Case,
+    shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    scale: float = 0.5,
 ):
     """Build the case's flow, pass one batch through it (data-dependent init), then perturb
     every parameter so that no check passes only because a flow starts as the identity."""
+    shape = case.event_shape if shape is None else shape
     torch.manual_seed(seed)
-    flow = case.spec.build(dim, context_dim=case.context_dim).to(dtype)
-    warmup = torch.randn(64, dim, dtype=dtype)
+    event = shape[0] if len(shape) == 1 else shape
+    flow = case.spec.build(event, context_dim=case.context_dim).to(dtype)
+    warmup = torch.randn(64, *shape, dtype=dtype)
     context = torch.randn(64, case.context_dim, dtype=dtype) if case.conditional else None
     with torch.no_grad():
         as_transform(flow, context)(warmup)
@@ -136,6 +161,7 @@ def make_context(case: Case, batch_shape, dtype=torch.float64, seed: int = 1):
     return torch.randn(*batch_shape, case.context_dim, dtype=dtype, generator=generator)
 
 
-def make_input(batch_shape, dim: int, dtype=torch.float64, seed: int = 2) -> torch.Tensor:
+def make_input(batch_shape, shape, dtype=torch.float64, seed: int = 2) -> torch.Tensor:
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(*batch_shape, dim, dtype=dtype, generator=generator)
+    return torch.randn(*batch_shape, *shape, dtype=dtype, generator=generator)

@@ -15,7 +15,7 @@ from pyroflows.transforms import (
     InverseNotConvergedError,
     InverseNotConvergedWarning,
     LeakyReLU,
-    PermutationTransform,
+    Permutation,
     Planar,
     Radial,
     RootFinder,
@@ -160,8 +160,8 @@ def test_unconditional_flow_works_as_pyro_guide_sample_and_score_in_one_pass():
     guide = dist.TransformedDistribution(base, [flow])
     z = guide.rsample((8,))
     calls = []
-    original = flow._backward
-    flow._backward = lambda *args: calls.append(1) or original(*args)
+    original = flow._inverse_pass
+    flow._inverse_pass = lambda *args: calls.append(1) or original(*args)
     guide.log_prob(z)
     assert not calls, "scoring a fresh sample must reuse the forward pass, not invert"
 
@@ -238,7 +238,7 @@ def test_actnorm_is_not_reinitialised_after_loading():
 
 def test_permutation_validation_and_helpers():
     with pytest.raises(ValueError, match="not a permutation"):
-        PermutationTransform([0, 0, 1])
+        Permutation([0, 0, 1])
     assert permutation(4, "reverse").permutation.tolist() == [3, 2, 1, 0]
     assert torch.equal(permutation(6, seed=3).permutation, permutation(6, seed=3).permutation)
     with pytest.raises(ValueError, match="kind"):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import pickle
+import re
 
 import pyro.distributions as dist
 import pytest
@@ -32,20 +34,19 @@ from torch.distributions import Transform
 import pyroflows.transforms as transforms
 from pyroflows.transforms import REGISTRY
 
-DIM = 3
 CONDITIONAL_CASES = [case for case in CASES if case.conditional]
 cases = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 
 
-def _flow_and_transform(case, batch_shape=(5,), dtype=torch.float64, dim=DIM):
-    flow = make_flow(case, dim=dim, dtype=dtype)
+def _flow_and_transform(case, batch_shape=(5,), dtype=torch.float64):
+    flow = make_flow(case, dtype=dtype)
     context = make_context(case, batch_shape, dtype)
     return flow, context, as_transform(flow, context)
 
 
-def _standard_normal(dim, dtype=torch.float64):
-    loc, scale = torch.zeros(dim, dtype=dtype), torch.ones(dim, dtype=dtype)
-    return dist.Normal(loc, scale, validate_args=False).to_event(1)
+def _standard_normal(shape, dtype=torch.float64):
+    loc, scale = torch.zeros(shape, dtype=dtype), torch.ones(shape, dtype=dtype)
+    return dist.Normal(loc, scale, validate_args=False).to_event(len(shape))
 
 
 # -- round trips ---------------------------------------------------------------------------
@@ -54,13 +55,41 @@ def _standard_normal(dim, dtype=torch.float64):
 def test_round_trip_both_ways(case, dtype):
     _, _, t = _flow_and_transform(case, dtype=dtype)
     tol = tolerance(case, dtype)
-    x = make_input((5,), DIM, dtype)
+    x = make_input((5,), case.event_shape, dtype)
     y = t(x)
     assert t.inv(y) is x  # the cache returns the very input
     torch.testing.assert_close(t.inv(y.clone()), x, atol=tol, rtol=tol)  # computed
-    y0 = make_input((5,), DIM, dtype, seed=7)
+    y0 = make_input((5,), case.event_shape, dtype, seed=7)
     x0 = t.inv(y0)
     torch.testing.assert_close(t(x0.clone()), y0, atol=tol, rtol=tol)
+
+
+# -- the public passes ---------------------------------------------------------------------------
+@cases
+def test_public_passes_agree_with_the_transform_interface(case):
+    flow, context, t = _flow_and_transform(case)
+    tol = tolerance(case, torch.float64)
+    x = make_input((5,), case.event_shape)
+    y, log_det = flow.forward_and_log_det(x, context)
+    uncached = t.with_cache(0)
+    torch.testing.assert_close(y, uncached(x), atol=0, rtol=0)
+    torch.testing.assert_close(log_det, uncached.log_abs_det_jacobian(x, y), atol=0, rtol=0)
+    x_back, inverse_log_det = flow.inverse_and_log_det(y.clone(), context)
+    torch.testing.assert_close(x_back, x, atol=tol, rtol=tol)
+    torch.testing.assert_close(inverse_log_det, -log_det, atol=tol, rtol=tol)
+    # the inverse module, and the view at the context, expose the same passes
+    for swapped in (flow.inv.inverse_and_log_det(x, context), t.forward_and_log_det(x)):
+        torch.testing.assert_close(swapped[0], y, atol=0, rtol=0)
+        torch.testing.assert_close(swapped[1], log_det, atol=0, rtol=0)
+    torch.testing.assert_close(flow.inv.forward_and_log_det(y.clone(), context)[1], inverse_log_det)
+    if case.conditional:
+        with pytest.raises(ValueError, match="needs a context"):
+            flow.forward_and_log_det(x)
+        with pytest.raises(ValueError, match="already conditioned"):
+            t.forward_and_log_det(x, context)
+    else:
+        with pytest.raises(ValueError, match="takes no context"):
+            flow.inverse_and_log_det(y, torch.zeros(5, 2, dtype=torch.float64))
 
 
 # -- log-det against the autograd Jacobian ----------------------------------------------------
@@ -68,19 +97,25 @@ def _per_sample_transform(flow, context, index):
     return as_transform(flow, None if context is None else context[index])
 
 
+def _flat_jacobian(transform, value):
+    """The Jacobian of the map on flattened events: an (N, N) matrix for N elements."""
+    jac = torch.autograd.functional.jacobian(transform, value)
+    return jac.reshape(value.numel(), value.numel())
+
+
 @cases
 def test_log_det_matches_autograd_jacobian(case):
     flow, context, t = _flow_and_transform(case)
-    x = make_input((5,), DIM)
+    x = make_input((5,), case.event_shape)
     y = t(x)
     log_det = t.log_abs_det_jacobian(x, y)
     log_det_inverse = t.inv.log_abs_det_jacobian(y, x)
     for i in range(5):
         sample_t = _per_sample_transform(flow, context, i)
-        jac = torch.autograd.functional.jacobian(lambda v, st=sample_t: st(v), x[i])
+        jac = _flat_jacobian(sample_t, x[i])
         expected = torch.linalg.slogdet(jac).logabsdet
         torch.testing.assert_close(log_det[i], expected, atol=1e-10, rtol=1e-10)
-        jac_inv = torch.autograd.functional.jacobian(lambda v, st=sample_t: st.inv(v), y[i].clone())
+        jac_inv = _flat_jacobian(sample_t.inv, y[i].clone())
         expected_inv = torch.linalg.slogdet(jac_inv).logabsdet
         torch.testing.assert_close(log_det_inverse[i], expected_inv, atol=1e-9, rtol=1e-9)
 
@@ -88,13 +123,13 @@ def test_log_det_matches_autograd_jacobian(case):
 @cases
 def test_cached_log_det_equals_recomputed(case):
     _, _, t = _flow_and_transform(case)
-    x = make_input((5,), DIM)
+    x = make_input((5,), case.event_shape)
     y = t(x)
     cached = t.log_abs_det_jacobian(x, y)
     recomputed = t.log_abs_det_jacobian(x.clone(), y.clone())
     torch.testing.assert_close(cached, recomputed, atol=1e-12, rtol=1e-12)
     # scoring after an inverse pass uses the log-det found on the way
-    y2 = make_input((5,), DIM, seed=11)
+    y2 = make_input((5,), case.event_shape, seed=11)
     x2 = t.inv(y2)
     torch.testing.assert_close(
         t.log_abs_det_jacobian(x2, y2), t.log_abs_det_jacobian(x2.clone(), y2.clone())
@@ -105,7 +140,7 @@ def test_cached_log_det_equals_recomputed(case):
 def test_cache_size_zero_gives_the_same_results(case):
     flow, _, t = _flow_and_transform(case)
     uncached = t.with_cache(0)
-    x = make_input((5,), DIM)
+    x = make_input((5,), case.event_shape)
     y = t(x)
     y_uncached = uncached(x)
     torch.testing.assert_close(y_uncached, y)
@@ -119,7 +154,7 @@ def test_cache_size_zero_gives_the_same_results(case):
 @pytest.mark.parametrize("batch_shape", [(), (5,), (3, 4)], ids=["scalar", "5", "3x4"])
 def test_batch_shapes(case, batch_shape):
     _, _, t = _flow_and_transform(case, batch_shape=batch_shape)
-    x = make_input(batch_shape, DIM)
+    x = make_input(batch_shape, case.event_shape)
     y = t(x)
     assert y.shape == x.shape
     assert t.log_abs_det_jacobian(x, y).shape == batch_shape
@@ -131,7 +166,7 @@ def test_batch_shapes(case, batch_shape):
 @pytest.mark.parametrize("case", CONDITIONAL_CASES, ids=lambda case: case.id)
 def test_context_batch_broadcasts_against_sample_batch(case):
     _, _, t = _flow_and_transform(case, batch_shape=(4,))
-    x = make_input((3, 4), DIM)
+    x = make_input((3, 4), case.event_shape)
     y = t(x)
     assert t.log_abs_det_jacobian(x, y).shape == (3, 4)
     torch.testing.assert_close(t.inv(y.clone()), x, atol=1e-9, rtol=1e-9)
@@ -141,7 +176,7 @@ def test_context_batch_broadcasts_against_sample_batch(case):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_dtype_is_preserved(case, dtype):
     _, _, t = _flow_and_transform(case, dtype=dtype)
-    x = make_input((5,), DIM, dtype)
+    x = make_input((5,), case.event_shape, dtype)
     y = t(x)
     assert y.dtype == dtype
     assert t.log_abs_det_jacobian(x, y).dtype == dtype
@@ -154,10 +189,10 @@ def test_gradients_reach_every_parameter(case):
     flow, _, t = _flow_and_transform(case)
     params = dict(flow.named_parameters())
     if not params:
-        assert isinstance(flow, transforms.PermutationTransform), "only fixed maps lack params"
+        assert isinstance(flow, transforms.Permutation), "only fixed maps lack params"
         return
-    x = make_input((5,), DIM)
-    model = dist.TransformedDistribution(_standard_normal(DIM), [t.with_cache(0)])
+    x = make_input((5,), case.event_shape)
+    model = dist.TransformedDistribution(_standard_normal(case.event_shape), [t.with_cache(0)])
     loss = -model.log_prob(x).sum() + t(x).pow(2).sum()  # uses inverse and forward
     loss.backward()
     for name, param in params.items():
@@ -170,11 +205,12 @@ def test_gradients_reach_every_parameter(case):
 @cases
 def test_state_dict_round_trip(case):
     flow, context, t = _flow_and_transform(case)
-    x = make_input((5,), DIM)
+    x = make_input((5,), case.event_shape)
     buffer = io.BytesIO()
     torch.save(flow.state_dict(), buffer)
     buffer.seek(0)
-    fresh = case.spec.build(DIM, context_dim=case.context_dim).double()
+    event = case.event_shape[0] if len(case.event_shape) == 1 else case.event_shape
+    fresh = case.spec.build(event, context_dim=case.context_dim).double()
     fresh.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
     fresh_t = as_transform(fresh, context)
     torch.testing.assert_close(fresh_t(x), t(x), atol=0, rtol=0)
@@ -185,7 +221,7 @@ def test_state_dict_round_trip(case):
 @pytest.mark.parametrize("method", ["deepcopy", "pickle"])
 def test_copies_after_a_forward_pass(case, method):
     flow, context, t = _flow_and_transform(case)
-    x = make_input((5,), DIM).requires_grad_()
+    x = make_input((5,), case.event_shape).requires_grad_()
     y = t(x)  # fills caches with tensors that are part of an autograd graph
     t.log_abs_det_jacobian(x, y)
     duplicate = copy.deepcopy if method == "deepcopy" else lambda m: pickle.loads(pickle.dumps(m))
@@ -202,11 +238,12 @@ def test_copies_after_a_forward_pass(case, method):
 @cases
 def test_wrong_event_size_raises(case):
     _, _, t = _flow_and_transform(case)
-    bad = make_input((5,), DIM + 1)
+    shape = case.event_shape
+    bad_shape = (*shape[:-1], shape[-1] + 1)
+    bad = make_input((5,), bad_shape)
+    expected = re.escape(f"event shape {shape}") + ".*" + re.escape(f"got shape {(5, *bad_shape)}")
     for call in (t, t.inv, lambda v: t.log_abs_det_jacobian(v, v)):
-        with pytest.raises(
-            ValueError, match=rf"event shape \({DIM},\).*got shape \(5, {DIM + 1}\)"
-        ):
+        with pytest.raises(ValueError, match=expected):
             call(bad)
     with pytest.raises(ValueError, match="got shape"):
         t(torch.tensor(1.0, dtype=torch.float64))
@@ -215,7 +252,7 @@ def test_wrong_event_size_raises(case):
 @cases
 def test_context_errors(case):
     flow = make_flow(case)
-    x = make_input((5,), DIM)
+    x = make_input((5,), case.event_shape)
     if not case.conditional:
         assert flow.condition(torch.randn(5, 7)) is flow  # constant under conditioning
         return
@@ -231,7 +268,7 @@ def test_context_errors(case):
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 def test_nan_stays_in_its_sample(case, direction):
     _, _, t = _flow_and_transform(case)
-    data = make_input((5,), DIM)
+    data = make_input((5,), case.event_shape)
     poisoned = data.clone()
     poisoned[2, 0] = float("nan")
     apply = t.with_cache(0) if direction == "forward" else t.with_cache(0).inv
@@ -241,7 +278,7 @@ def test_nan_stays_in_its_sample(case, direction):
     torch.testing.assert_close(dirty_out[keep], clean_out[keep], atol=0, rtol=0)
     if direction == "inverse":
         model = dist.TransformedDistribution(
-            _standard_normal(DIM), [t.with_cache(0)], validate_args=False
+            _standard_normal(case.event_shape), [t.with_cache(0)], validate_args=False
         )
         log_prob = model.log_prob(poisoned)
         assert torch.isnan(log_prob[2])
@@ -253,15 +290,16 @@ def test_nan_stays_in_its_sample(case, direction):
 def test_density_integrates_to_one_on_a_grid(case):
     # A milder perturbation than elsewhere: normalisation errors show at any parameters, and
     # strongly perturbed deep stacks put mass outside the grid or make peaks it cannot resolve.
-    flow = make_flow(case, dim=2, scale=0.25)
+    shape = case.shape(2)  # two elements: (2,) or, for images, (2, 1, 1)
+    flow = make_flow(case, shape=shape, scale=0.25)
     context = make_context(case, ())
-    model = dist.TransformedDistribution(_standard_normal(2), [as_transform(flow, context)])
+    model = dist.TransformedDistribution(_standard_normal(shape), [as_transform(flow, context)])
     # Midpoint rule on 400 x 400 cells of [-10, 10]^2: cell edges fall on 0, where element-wise
     # flows such as the leaky ReLU have a kink, so the quadrature stays second order.
     half_width, cells = 10.0, 400
     width = 2 * half_width / cells
     axis = -half_width + width * (torch.arange(cells, dtype=torch.float64) + 0.5)
-    grid = torch.cartesian_prod(axis, axis)
+    grid = torch.cartesian_prod(axis, axis).reshape(-1, *shape)
     with torch.no_grad():
         density = model.log_prob(grid).exp()
     cell = width**2
@@ -282,13 +320,13 @@ def test_runs_on_the_meta_device(case):
     numerical = case.spec.inverse == "numerical"
     if numerical and case.spec.fast_direction == "inverse":
         t = t.inv
-    x = torch.empty(5, DIM, dtype=torch.float64, device="meta")
+    x = torch.empty(5, *case.event_shape, dtype=torch.float64, device="meta")
     y = t(x)
     assert y.device.type == "meta" and y.shape == x.shape
     assert t.log_abs_det_jacobian(x, y).shape == (5,)
     if numerical:
         pytest.skip("a numerical inverse checks convergence on values, which meta lacks")
-    x_back = t.inv(torch.empty(5, DIM, dtype=torch.float64, device="meta"))
+    x_back = t.inv(torch.empty(5, *case.event_shape, dtype=torch.float64, device="meta"))
     assert x_back.device.type == "meta" and x_back.shape == x.shape
 
 
@@ -300,15 +338,17 @@ def test_inverse_is_a_usable_module(case):
     assert inverse.inv is flow
     assert {id(p) for p in inverse.parameters()} == {id(p) for p in flow.parameters()}
     assert set(inverse.state_dict()) == {f"flow.{k}" for k in flow.state_dict()}
-    y = make_input((5,), DIM)
+    y = make_input((5,), case.event_shape)
     inverse_t = as_transform(inverse, context)
     x = inverse_t(y)
     torch.testing.assert_close(inverse_t.inv(x.clone()), y, atol=1e-9, rtol=1e-9)
     if case.conditional:
         torch.testing.assert_close(flow.inv.condition(context)(y), flow.condition(context).inv(y))
         # Pyro's conditional distribution must see the inverse as conditional, not constant.
-        conditional = ConditionalTransformedDistribution(_standard_normal(DIM), [flow.inv])
-        expected = dist.TransformedDistribution(_standard_normal(DIM), [t.inv])
+        conditional = ConditionalTransformedDistribution(
+            _standard_normal(case.event_shape), [flow.inv]
+        )
+        expected = dist.TransformedDistribution(_standard_normal(case.event_shape), [t.inv])
         torch.testing.assert_close(
             conditional.condition(context).log_prob(y), expected.log_prob(y.clone())
         )
@@ -319,7 +359,7 @@ def test_inverse_is_a_usable_module(case):
 @settings(max_examples=20, deadline=None)
 @given(
     values=st.lists(
-        st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False), min_size=DIM, max_size=DIM
+        st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False), min_size=3, max_size=3
     )
 )
 @example(values=[450.0, 0.0, 0.0])  # found by hypothesis (spline_autoregressive|ctx, CI)
@@ -327,7 +367,9 @@ def test_round_trip_far_from_the_origin(case, values):
     flow = make_flow(case)
     context = make_context(case, ())
     t = as_transform(flow, context)
-    x = torch.tensor(values, dtype=torch.float64)
+    # three values, repeated over the elements of an image-shaped event
+    size = math.prod(case.event_shape)
+    x = torch.tensor(values, dtype=torch.float64).repeat(size)[:size].reshape(case.event_shape)
     y = t(x)
     assert torch.isfinite(y).all() and torch.isfinite(t.log_abs_det_jacobian(x, y)).all()
     tol = far_tolerance(case)
@@ -339,6 +381,7 @@ def test_round_trip_far_from_the_origin(case, values):
 EXEMPT = {
     transforms.FlowModule: "abstract base class; every concrete flow is registered",
     transforms.ConditionedFlow: "the view returned by .condition(); tested by every |ctx case",
+    transforms.FlowView: "the view returned by .with_cache(); tested by every case",
     transforms.InverseFlow: "the module returned by .inv; tested by every case",
 }
 
@@ -360,7 +403,8 @@ def test_registry_metadata_is_well_formed():
         assert spec.inverse in ("analytic", "numerical", "none")
         assert spec.log_det in ("exact", "unbiased")
         assert spec.fast_direction in ("forward", "inverse", "both")
-        assert spec.event_dim == 1 and spec.reference and spec.classes
-        built = spec.build(DIM)
-        assert isinstance(built, spec.classes)
-        assert built.event_dim == spec.event_dim and built.bijective
+        assert 1 in spec.event_dims and spec.reference and spec.classes
+        for rank in spec.event_dims:
+            built = spec.build(3 if rank == 1 else (2, 4, 4)[-rank:])
+            assert isinstance(built, spec.classes)
+            assert built.event_dim == rank and built.bijective

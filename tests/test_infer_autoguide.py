@@ -244,7 +244,7 @@ def test_trace_scores_every_draw_from_one_flow_pass(monkeypatch):
     guide(Y20)
     calls = {"forward": 0, "backward": 0}
     flow = guide.flow
-    forward, backward = flow._forward, flow._backward
+    forward, backward = flow._forward_pass, flow._inverse_pass
 
     def counted_forward(*args):
         calls["forward"] += 1
@@ -254,8 +254,8 @@ def test_trace_scores_every_draw_from_one_flow_pass(monkeypatch):
         calls["backward"] += 1
         return backward(*args)
 
-    monkeypatch.setattr(flow, "_forward", counted_forward)
-    monkeypatch.setattr(flow, "_backward", counted_backward)
+    monkeypatch.setattr(flow, "_forward_pass", counted_forward)
+    monkeypatch.setattr(flow, "_inverse_pass", counted_backward)
     Trace_ELBO().differentiable_loss(conjugate_model, guide, Y20).backward()
     assert calls == {"forward": 1, "backward": 0}
 

@@ -46,7 +46,7 @@ from pyroflows.transforms import (
     naf,
     neural_autoregressive,
 )
-from pyroflows.transforms.neural import _LOG_SLOPE_MAX, _LOG_SLOPE_MIN
+from pyroflows.transforms.transformers.sigmoid import _LOG_SLOPE_MAX, _LOG_SLOPE_MIN
 
 HIDDEN_UNITS = [1, 4, 16]
 DEPTHS = [1, 2]

@@ -18,7 +18,7 @@ from pyro.distributions import transforms as pyro_transforms
 from pyro.distributions.transforms.planar import ConditionedPlanar
 from pyro.distributions.transforms.radial import ConditionedRadial
 
-from pyroflows.transforms import Householder, PermutationTransform, Planar, Radial
+from pyroflows.transforms import Householder, Permutation, Planar, Radial
 
 DIMS = [1, 2, 5]
 BATCH_SHAPES = [(), (7,), (3, 4)]
@@ -182,7 +182,7 @@ def test_permutation_matches_pyro(dim: int, batch_shape: tuple[int, ...]) -> Non
     if dim > 1 and torch.equal(perm, torch.arange(dim)):
         perm = perm.flip(0)
     reference = pyro_transforms.Permute(perm)
-    flow = PermutationTransform(perm)
+    flow = Permutation(perm)
     x = inputs(batch_shape, dim)
     check_against_reference(reference, flow, x, TIGHT)
     y = inputs(batch_shape, dim)
@@ -195,7 +195,7 @@ def test_permutation_is_not_inverted_by_mistake() -> None:
     x = torch.tensor([10.0, 20.0, 30.0], dtype=torch.float64)
     expected = torch.tensor([20.0, 30.0, 10.0], dtype=torch.float64)
     assert torch.equal(pyro_transforms.Permute(perm)(x), expected)
-    assert torch.equal(PermutationTransform(perm)(x), expected)
+    assert torch.equal(Permutation(perm)(x), expected)
 
 
 # -- conditional flows --------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from pyroflows.data import (
 )
 from pyroflows.distributions import Flow
 from pyroflows.train import fit
-from pyroflows.transforms import lu_linear, planar, radial
+from pyroflows.transforms import LULinear, planar, radial
 
 SMOKE = os.environ.get("PYROFLOWS_SMOKE", "") not in ("", "0")
 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,7 +115,7 @@ def planar_radial_stack(blocks: int = 8) -> Flow:
     """``blocks`` times [LU linear, planar (inverted), radial], as one density model."""
     layers = []
     for _ in range(blocks):
-        layers += [lu_linear(2), planar(2).inv, radial(2)]
+        layers += [LULinear(2), planar(2).inv, radial(2)]
     return Flow(layers)
 
 

@@ -23,7 +23,7 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor
 from torch.distributions import Transform, constraints
 
-from ..transforms._base import FlowModule, InverseFlow
+from ..transforms import FlowModule, InverseFlow
 
 __all__ = ["FlowPosterior"]
 
@@ -34,15 +34,9 @@ def _standard_normal_log_prob(eps: Tensor) -> Tensor:
     return -0.5 * (eps.square().sum(-1) + eps.shape[-1] * _LOG_2PI)
 
 
-def _flow_context(flow: FlowModule | InverseFlow, context: Tensor | None) -> Tensor | None:
-    """The context a pyroflows flow takes (``None`` for unconditional ones); checks presence."""
-    if not flow.context_dim:
-        return None
-    if context is None:
-        raise ValueError(
-            f"this flow is conditional (context_dim={flow.context_dim}): it needs a context"
-        )
-    return context
+def _pyroflows_context(flow: FlowModule | InverseFlow, context: Tensor | None) -> Tensor | None:
+    """A pyroflows flow takes a context exactly when it is conditional."""
+    return context if flow.context_dim else None
 
 
 def flow_forward(
@@ -57,7 +51,7 @@ def flow_forward(
     if flow is None:
         return x, x.new_zeros(x.shape[:-1])
     if isinstance(flow, FlowModule | InverseFlow):
-        return flow._forward(x, _flow_context(flow, context))
+        return flow.forward_and_log_det(x, _pyroflows_context(flow, context))
     transform = flow.condition(context) if context is not None else flow
     y = transform(x)
     return y, transform.log_abs_det_jacobian(x, y)
@@ -70,11 +64,8 @@ def flow_backward(
     if flow is None:
         return y, y.new_zeros(y.shape[:-1])
     if isinstance(flow, FlowModule | InverseFlow):
-        ctx = _flow_context(flow, context)
-        x, log_det = flow._backward(y, ctx)
-        if log_det is None:
-            log_det = flow._log_det(x, y, ctx)
-        return x, log_det
+        x, inverse_log_det = flow.inverse_and_log_det(y, _pyroflows_context(flow, context))
+        return x, -inverse_log_det
     transform = flow.condition(context) if context is not None else flow
     x = transform.inv(y)
     return x, transform.log_abs_det_jacobian(x, y)

@@ -1,7 +1,16 @@
 """Networks used by flows: conditioners and hypernetworks."""
 
-from .made import MADE, MaskedLinear
+from .functional import clamp_in_value, inverse_softplus
+from .made import MADE, MaskedLinear, Ordering
 from .mlp import MLP
 from .parameters import FlowParameters
 
-__all__ = ["MADE", "MLP", "FlowParameters", "MaskedLinear"]
+__all__ = [
+    "MADE",
+    "MLP",
+    "FlowParameters",
+    "MaskedLinear",
+    "Ordering",
+    "clamp_in_value",
+    "inverse_softplus",
+]

@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MADE", "MaskedLinear"]
+__all__ = ["MADE", "MaskedLinear", "Ordering"]
+
+
+Ordering = Literal["natural", "reverse", "random"] | Sequence[int] | Tensor
+"""A MADE input ordering: a named one, or a permutation of ``0, ..., D - 1``."""
 
 
 class MaskedLinear(nn.Linear):
@@ -49,7 +53,7 @@ class MaskedLinear(nn.Linear):
 
 def _input_degrees(
     input_dim: int,
-    ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor,
+    ordering: Ordering,
     seed: int,
 ) -> Tensor:
     if isinstance(ordering, str):
@@ -119,7 +123,7 @@ class MADE(nn.Module):
         hidden_dims: Sequence[int],
         params_per_dim: int = 2,
         context_dim: int = 0,
-        ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor = "natural",
+        ordering: Ordering = "natural",
         seed: int = 0,
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:

@@ -1,49 +1,61 @@
-"""Every pyroflows transform, the lowercase helpers that build them, and the registry.
+"""Every pyroflows transform, the structures and transformers they are made of, and the registry.
 
-A flow is a :class:`~pyro.distributions.torch_transform.TransformModule`; the ones built with
-``context_dim > 0`` are also conditional (``flow.condition(context)``). See
-:data:`REGISTRY` for the catalogue.
+A flow is a :class:`~pyro.distributions.torch_transform.TransformModule` with the public passes
+``forward_and_log_det`` and ``inverse_and_log_det``; the ones built with ``context_dim > 0`` are
+also conditional (``flow.condition(context)``). Three structures (:class:`Elementwise`,
+:class:`Coupling`, :class:`Autoregressive`) take any element-wise transformer
+(:class:`Affine`, :class:`Additive`, :class:`PReLU`, :class:`RationalQuadraticSpline`,
+:class:`DeepSigmoid`). See :data:`REGISTRY` for the catalogue.
 """
+
+import warnings
+from typing import Any
 
 from ._base import (
     ConditionedFlow,
     FlowModule,
+    FlowView,
     InverseFlow,
     InverseNotConvergedError,
     InverseNotConvergedWarning,
     RootFinder,
 )
-from .autoregressive import Autoregressive, affine_autoregressive
+from .autoregressive import Autoregressive
 from .compose import FlowSequence
-from .coupling import Coupling, additive_coupling, affine_coupling, coupling_mask
-from .elementwise import ElementwiseAffine, LeakyReLU, elementwise_affine, leaky_relu
-from .linear import (
-    ActNorm,
-    Householder,
-    LULinear,
-    PermutationTransform,
-    QRLinear,
-    TriangularLinear,
-    actnorm,
+from .coupling import Coupling, coupling_mask
+from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
+from .helpers import (
+    affine_autoregressive,
+    affine_coupling,
     householder,
-    lu_linear,
-    permutation,
-    qr_linear,
-    triangular,
-)
-from .neural import DeepSigmoid, neural_autoregressive
-from .planar import Planar, planar
-from .radial import Radial, radial
-from .registry import REGISTRY, FlowSpec, build, register
-from .splines import (
-    RationalQuadraticSpline,
-    Spline,
+    neural_autoregressive,
+    planar,
+    radial,
     spline,
     spline_autoregressive,
     spline_coupling,
 )
+from .linear import (
+    ActNorm,
+    Householder,
+    LULinear,
+    Permutation,
+    QRLinear,
+    TriangularLinear,
+    permutation,
+)
+from .planar import Planar
+from .radial import Radial
+from .registry import REGISTRY, FlowSpec, build, register
 from .stacks import iaf, maf, naf, nice, nsf, realnvp
-from .transformers import Additive, Affine, ElementwiseTransformer
+from .transformers import (
+    Additive,
+    Affine,
+    DeepSigmoid,
+    ElementwiseTransformer,
+    PReLU,
+    RationalQuadraticSpline,
+)
 
 __all__ = [
     "REGISTRY",
@@ -54,18 +66,21 @@ __all__ = [
     "ConditionedFlow",
     "Coupling",
     "DeepSigmoid",
+    "Elementwise",
     "ElementwiseAffine",
     "ElementwiseTransformer",
     "FlowModule",
     "FlowSequence",
     "FlowSpec",
+    "FlowView",
     "Householder",
     "InverseFlow",
     "InverseNotConvergedError",
     "InverseNotConvergedWarning",
     "LULinear",
     "LeakyReLU",
-    "PermutationTransform",
+    "PReLU",
+    "Permutation",
     "Planar",
     "QRLinear",
     "Radial",
@@ -73,17 +88,12 @@ __all__ = [
     "RootFinder",
     "Spline",
     "TriangularLinear",
-    "actnorm",
-    "additive_coupling",
     "affine_autoregressive",
     "affine_coupling",
     "build",
     "coupling_mask",
-    "elementwise_affine",
     "householder",
     "iaf",
-    "leaky_relu",
-    "lu_linear",
     "maf",
     "naf",
     "neural_autoregressive",
@@ -91,12 +101,40 @@ __all__ = [
     "nsf",
     "permutation",
     "planar",
-    "qr_linear",
     "radial",
     "realnvp",
     "register",
     "spline",
     "spline_autoregressive",
     "spline_coupling",
-    "triangular",
 ]
+
+
+def _additive_coupling(input_dim, context_dim=0, hidden_dims=None, mask=None) -> Coupling:
+    return Coupling(input_dim, context_dim, hidden_dims, Additive(), mask)
+
+
+# Names that were one-line aliases of a class: they still work, with a DeprecationWarning that
+# names the replacement (same arguments), until the next minor release.
+_DEPRECATED: dict[str, tuple[Any, str]] = {
+    "PermutationTransform": (Permutation, "Permutation"),
+    "actnorm": (ActNorm, "ActNorm"),
+    "additive_coupling": (_additive_coupling, "Coupling(..., transformer=Additive())"),
+    "elementwise_affine": (ElementwiseAffine, "ElementwiseAffine"),
+    "leaky_relu": (LeakyReLU, "LeakyReLU"),
+    "lu_linear": (LULinear, "LULinear"),
+    "qr_linear": (QRLinear, "QRLinear"),
+    "triangular": (TriangularLinear, "TriangularLinear"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        target, replacement = _DEPRECATED[name]
+        warnings.warn(
+            f"pyroflows.transforms.{name} is deprecated; use {replacement} (same arguments)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return target
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,15 +1,25 @@
 r"""Shared machinery of every pyroflows transform.
 
-A flow layer subclasses :class:`FlowModule` and writes its maths once, as three private methods
-that take an explicit ``context`` (``None`` for an unconditional flow):
+A flow layer subclasses :class:`FlowModule` and writes its maths once, as private hooks that
+take an explicit ``context`` (``None`` for an unconditional flow):
 
-* ``_forward(x, context) -> (y, log_det)``: the map :math:`y = f(x)` and
+* ``_forward_pass(x, context) -> (y, log_det)``: the map :math:`y = f(x)` and
   :math:`\log|\det \partial y / \partial x|` with exactly the batch shape;
-* ``_backward(y, context) -> (x, log_det or None)``: the inverse, plus the forward log-det at
-  ``x`` when it comes for free;
-* ``_log_det(x, y, context)``: only where something cheaper than ``_forward`` exists.
+* ``_inverse_pass(y, context) -> (x, forward_log_det or None)``: the inverse
+  :math:`x = f^{-1}(y)`, plus the *forward* log-det :math:`\log|\det \partial y / \partial x|`
+  at ``x`` when it comes for free (``None`` otherwise);
+* ``_log_det(x, y, context)``: only where something cheaper than ``_forward_pass`` exists.
 
-From those, :class:`FlowModule` provides the whole torch/Pyro interface: it *is* a
+Everything else calls the two public passes, which check shapes once and hold the "no free
+log-det" fallback in one place:
+
+* ``forward_and_log_det(x, context=None) -> (y, log|det dy/dx|)``;
+* ``inverse_and_log_det(y, context=None) -> (x, log|det dx/dy|)`` (the inverse's own log-det,
+  minus the forward one at ``x``, as in distrax and FlowJAX).
+
+Events may have any shape (``event_shape``: ``(D,)`` for vectors, ``(C, H, W)`` for images);
+log-dets have exactly the batch shape. From the hooks, :class:`FlowModule` provides the whole
+torch/Pyro interface: it *is* a
 :class:`~pyro.distributions.torch_transform.TransformModule` (so it drops into
 ``TransformedDistribution`` unconditioned), and, built with ``context_dim > 0``, it is also a
 :class:`~pyro.distributions.conditional.ConditionalTransformModule` whose ``condition(context)``
@@ -25,6 +35,8 @@ counters as well, so it can never serve a pass made with parameters that have si
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,6 +50,7 @@ from ._root import InverseNotConvergedError, InverseNotConvergedWarning, RootFin
 __all__ = [
     "ConditionedFlow",
     "FlowModule",
+    "FlowView",
     "InverseFlow",
     "InverseNotConvergedError",
     "InverseNotConvergedWarning",
@@ -74,8 +87,18 @@ class _PassCache:
         return None
 
 
+def _real_events(event_dim: int) -> constraints.Constraint:
+    """The domain of a bijection of real events of rank ``event_dim``."""
+    if event_dim == 1:
+        return constraints.real_vector
+    return constraints.independent(constraints.real, event_dim)
+
+
 class _CachedPasses:
-    """The forward/inverse/log-det plumbing shared by a flow and its conditioned views."""
+    """The torch/Pyro transform interface on top of the public passes, with the pass cache.
+
+    ``__call__``, ``inv`` and ``log_abs_det_jacobian``, shared by a flow and its views.
+    """
 
     _cache_size: int
 
@@ -117,16 +140,14 @@ class _CachedPasses:
 
     def _call(self, x: Tensor) -> Tensor:
         flow, context = self._flow_and_context()
-        flow._check_event(x, "input x")
-        y, log_det = flow._forward(x, context)
+        y, log_det = flow.forward_and_log_det(x, context)
         self._remember(x, y, log_det)
         return y
 
     def _inverse(self, y: Tensor) -> Tensor:
         flow, context = self._flow_and_context()
-        flow._check_event(y, "input y of the inverse")
-        x, log_det = flow._backward(y, context)
-        self._remember(x, y, log_det)
+        x, inverse_log_det = flow.inverse_and_log_det(y, context)
+        self._remember(x, y, -inverse_log_det)
         return x
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
@@ -136,10 +157,11 @@ class _CachedPasses:
             if cached is not None:
                 return cached
         flow, context = self._flow_and_context()
+        context = flow._context_for(context)
         flow._check_event(x, "input x")
         return flow._log_det(x, y, context)
 
-    def _remember(self, x: Tensor, y: Tensor, log_det: Tensor | None) -> None:
+    def _remember(self, x: Tensor, y: Tensor, log_det: Tensor) -> None:
         if self._cache_size == 1:
             self._pass_cache.store(x, y, log_det, self._versions())
 
@@ -163,17 +185,19 @@ class _CachedPasses:
 
 
 class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
-    r"""Base class of learnable flow layers on vectors, conditional when ``context_dim > 0``.
+    r"""Base class of learnable flow layers, conditional when ``context_dim > 0``.
 
     A subclass implements the map :math:`y = f(x; \theta)` and its log-determinant
-    :math:`\log|\det \partial y / \partial x|` once, in ``_forward(x, context)`` (and the
-    inverse in ``_backward(y, context)``); parameters :math:`\theta` are free tensors, or
+    :math:`\log|\det \partial y / \partial x|` once, in ``_forward_pass(x, context)`` (and the
+    inverse in ``_inverse_pass(y, context)``); parameters :math:`\theta` are free tensors, or
     :math:`\theta(c)` produced from a context :math:`c` (see
-    :class:`~pyroflows.nn.FlowParameters`). The base class turns that into the torch/Pyro
-    transform interface, checks shapes and caches passes (see the module documentation).
+    :class:`~pyroflows.nn.FlowParameters`). The base class turns that into the public passes
+    :meth:`forward_and_log_det` and :meth:`inverse_and_log_det` and the torch/Pyro transform
+    interface, checks shapes and caches passes (see the module documentation).
 
     Args:
-        input_dim: event size :math:`D`; inputs have shape ``(..., D)``.
+        event_shape: shape of one event: an int :math:`D` for vectors ``(..., D)``, or a
+            tuple such as ``(C, H, W)`` for images. ``input_dim`` is the number of elements.
         context_dim: size of the context vector; ``0`` for an unconditional flow.
         cache_size: ``1`` (default) caches the latest pass so that
             ``log_abs_det_jacobian`` of a just-computed pair and the inverse of a just-computed
@@ -192,39 +216,84 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         ...     def __init__(self, input_dim, context_dim=0):
         ...         super().__init__(input_dim, context_dim)
         ...         self.params = FlowParameters({"mu": torch.zeros(input_dim)}, context_dim)
-        ...     def _forward(self, x, context):
+        ...     def _forward_pass(self, x, context):
         ...         return x + self.params(context)["mu"], x.new_zeros(x.shape[:-1])
-        ...     def _backward(self, y, context):
+        ...     def _inverse_pass(self, y, context):
         ...         return y - self.params(context)["mu"], y.new_zeros(y.shape[:-1])
         >>> Shift(2)(torch.ones(2)).detach()
         tensor([1., 1.])
-        >>> Shift(2, context_dim=3).condition(torch.zeros(5, 3))(torch.ones(5, 2)).shape
-        torch.Size([5, 2])
+        >>> y, log_det = Shift(2, context_dim=3).forward_and_log_det(torch.ones(5, 2),
+        ...                                                          torch.zeros(5, 3))
+        >>> y.shape, log_det.shape
+        (torch.Size([5, 2]), torch.Size([5]))
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, input_dim: int, context_dim: int = 0, *, cache_size: int = 1) -> None:
-        if int(input_dim) < 1:
-            raise ValueError(f"input_dim must be a positive integer, got {input_dim!r}")
+    def __init__(
+        self, event_shape: int | Sequence[int], context_dim: int = 0, *, cache_size: int = 1
+    ) -> None:
+        shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+        if not shape or any(int(size) < 1 for size in shape):
+            raise ValueError(
+                "input_dim (the event size) must be a positive integer, or the event shape a "
+                f"tuple of them; got {event_shape!r}"
+            )
         if int(context_dim) < 0:
             raise ValueError(f"context_dim must be 0 or positive, got {context_dim!r}")
         super().__init__(cache_size=cache_size)
-        self.input_dim = int(input_dim)
+        self.event_shape = tuple(int(size) for size in shape)
+        self.input_dim = math.prod(self.event_shape)
         self.context_dim = int(context_dim)
         self._pass_cache = _PassCache()
 
+    @property
+    def domain(self) -> constraints.Constraint:
+        return _real_events(len(self.event_shape))
+
+    @property
+    def codomain(self) -> constraints.Constraint:
+        return _real_events(len(self.event_shape))
+
     # -- the maths, written once per flow -------------------------------------------------
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError(f"{type(self).__name__} has no inverse")
 
     def _log_det(self, x: Tensor, y: Tensor, context: Tensor | None) -> Tensor:
-        return self._forward(x, context)[1]
+        return self._forward_pass(x, context)[1]
+
+    # -- the public passes --------------------------------------------------------------------
+    def forward_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`y = f_c(x)` and :math:`\log|\det \partial y / \partial x|`.
+
+        One pass, no cache. ``x`` has shape ``(*B, *event_shape)``; the log-det has the batch
+        shape (broadcast with the context's). ``context`` is required exactly when the flow is
+        conditional.
+        """
+        context = self._context_for(context)
+        self._check_event(x, "input x")
+        return self._forward_pass(x, context)
+
+    def inverse_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`x = f_c^{-1}(y)` and :math:`\log|\det \partial x / \partial y|`.
+
+        The log-det is the inverse map's own, :math:`-\log|\det \partial y / \partial x|` at
+        ``x``. One pass, no cache; flows whose inverse does not give the log-det for free add
+        a ``_log_det`` evaluation (written here once, for every flow).
+        """
+        context = self._context_for(context)
+        self._check_event(y, "input y of the inverse")
+        x, log_det = self._inverse_pass(y, context)
+        if log_det is None:
+            log_det = self._log_det(x, y, context)
+        return x, -log_det
 
     # -- conditioning ---------------------------------------------------------------------
     @property
@@ -248,23 +317,37 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         """Return a view of this flow with another ``cache_size`` (parameters shared)."""
         if cache_size == self._cache_size:
             return self
-        return ConditionedFlow(self, None, cache_size=cache_size)
+        return FlowView(self, None, cache_size=cache_size)
 
     def _flow_and_context(self) -> tuple[FlowModule, Tensor | None]:
-        if self.is_conditional:
-            raise ValueError(
-                f"{type(self).__name__} was built with context_dim={self.context_dim} and needs "
-                "a context: use flow.condition(context)(x), or put the flow in "
-                "pyro.distributions.ConditionalTransformedDistribution"
-            )
         return self, None
+
+    def _context_for(self, context: Tensor | None) -> Tensor | None:
+        """The context a pass takes: required and checked for a conditional flow, else none."""
+        if self.is_conditional:
+            if context is None:
+                raise ValueError(
+                    f"{type(self).__name__} was built with context_dim={self.context_dim} and "
+                    "needs a context: use flow.condition(context)(x), pass context= to "
+                    "forward_and_log_det/inverse_and_log_det, or put the flow in "
+                    "pyro.distributions.ConditionalTransformedDistribution"
+                )
+            self._check_context(context)
+            return context
+        if context is not None:
+            raise ValueError(
+                f"{type(self).__name__} is unconditional (context_dim=0): it takes no context"
+            )
+        return None
 
     # -- checks -----------------------------------------------------------------------------
     def _check_event(self, value: Tensor, role: str) -> None:
-        if value.dim() < 1 or value.shape[-1] != self.input_dim:
+        rank = len(self.event_shape)
+        if value.dim() < rank or tuple(value.shape[value.dim() - rank :]) != self.event_shape:
+            dims = ", ".join(str(size) for size in self.event_shape)
             raise ValueError(
-                f"{type(self).__name__} expects {role} of event shape ({self.input_dim},), "
-                f"i.e. shape (..., {self.input_dim}); got shape {tuple(value.shape)}"
+                f"{type(self).__name__} expects {role} of event shape "
+                f"{self.event_shape}, i.e. shape (..., {dims}); got shape {tuple(value.shape)}"
             )
 
     def _check_context(self, context: Tensor) -> None:
@@ -278,30 +361,27 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
 
     def extra_repr(self) -> str:
         """Show the sizes in ``repr``."""
-        text = f"input_dim={self.input_dim}"
+        if len(self.event_shape) == 1:
+            text = f"input_dim={self.input_dim}"
+        else:
+            text = f"event_shape={self.event_shape}"
         return text + (f", context_dim={self.context_dim}" if self.is_conditional else "")
 
 
-class ConditionedFlow(_CachedPasses, TransformModule):
-    r"""A :class:`FlowModule` fixed at one context: a plain transform sharing its parameters.
+class FlowView(_CachedPasses, TransformModule):
+    r"""A :class:`FlowModule` seen as a plain transform: at a fixed context, or with another cache.
 
-    For a conditional flow :math:`y = f(x; \theta(c))`, this is :math:`x \mapsto f(x;
-    \theta(c))` at a fixed :math:`c`. Returned by ``flow.condition(context)``; ``context`` of
-    shape ``(*B, context_dim)`` gives per-sample parameters of batch shape ``B``, broadcast
-    against the inputs' batch shape. (Also used by ``with_cache`` with ``context=None`` for a
-    view with another cache size.)
-
-    References:
-        Winkler et al., "Learning Likelihoods with Conditional Normalizing Flows", 2019,
-        arXiv:1912.00042.
+    The map is the flow's, :math:`x \mapsto f(x; \theta(c))` at the view's context :math:`c`
+    (if any); it shares the flow's parameters. ``flow.with_cache(0)`` returns one with ``context=None``;
+    :class:`ConditionedFlow` (``flow.condition(context)``) is the view at a context.
 
     Example:
         >>> import torch
-        >>> from pyroflows.transforms import radial
-        >>> flow = radial(2, context_dim=1)
-        >>> view = flow.condition(torch.tensor([[0.0], [1.0], [2.0]]))
-        >>> view(torch.zeros(3, 2)).shape, set(view.parameters()) == set(flow.parameters())
-        (torch.Size([3, 2]), True)
+        >>> from pyroflows.transforms import Radial
+        >>> flow = Radial(2)
+        >>> view = flow.with_cache(0)
+        >>> type(view).__name__, set(view.parameters()) == set(flow.parameters())
+        ('FlowView', True)
     """
 
     bijective = True
@@ -320,6 +400,44 @@ class ConditionedFlow(_CachedPasses, TransformModule):
     def codomain(self) -> constraints.Constraint:
         return self.flow.codomain
 
+    # -- the public passes, at the bound context -----------------------------------------------
+    def forward_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`y = f_c(x)` and :math:`\log|\det \partial y / \partial x|`."""
+        return self.flow.forward_and_log_det(x, self._bound(context))
+
+    def inverse_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`x = f_c^{-1}(y)` and :math:`\log|\det \partial x / \partial y|`."""
+        return self.flow.inverse_and_log_det(y, self._bound(context))
+
+    def _bound(self, context: Tensor | None) -> Tensor | None:
+        if context is None:
+            return self.context
+        if self.context is not None:
+            raise ValueError("this flow is already conditioned on a context: pass none")
+        return context
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one event of the flow."""
+        return self.flow.event_shape
+
+    @property
+    def input_dim(self) -> int:
+        """Number of elements of one event."""
+        return self.flow.input_dim
+
+    @property
+    def context_dim(self) -> int:
+        """Context size still to be given: 0 once conditioned."""
+        return 0 if self.context is not None else self.flow.context_dim
+
+    def _check_event(self, value: Tensor, role: str) -> None:
+        self.flow._check_event(value, role)
+
     def _flow_and_context(self) -> tuple[FlowModule, Tensor | None]:
         if self.context is None:
             return self.flow._flow_and_context()
@@ -329,12 +447,39 @@ class ConditionedFlow(_CachedPasses, TransformModule):
         """Return this view with another ``cache_size`` (parameters shared)."""
         if cache_size == self._cache_size:
             return self
-        return ConditionedFlow(self.flow, self.context, cache_size=cache_size)
+        return type(self)(self.flow, self.context, cache_size=cache_size)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> ConditionedFlow:
+    def __deepcopy__(self, memo: dict[int, Any]) -> FlowView:
         flow = copy.deepcopy(self.flow, memo)
         context = None if self.context is None else self.context.detach().clone()
-        return ConditionedFlow(flow, context, cache_size=self._cache_size)
+        return type(self)(flow, context, cache_size=self._cache_size)
+
+
+class ConditionedFlow(FlowView):
+    r"""A conditional :class:`FlowModule` fixed at one context: a plain transform.
+
+    For a conditional flow :math:`y = f(x; \theta(c))`, this is :math:`x \mapsto f(x;
+    \theta(c))` at a fixed :math:`c`. Returned by ``flow.condition(context)``; ``context`` of
+    shape ``(*B, context_dim)`` gives per-sample parameters of batch shape ``B``, broadcast
+    against the inputs' batch shape. Shares the flow's parameters.
+
+    References:
+        Winkler et al., "Learning Likelihoods with Conditional Normalizing Flows", 2019,
+        arXiv:1912.00042.
+
+    Example:
+        >>> import torch
+        >>> from pyroflows.transforms import Radial
+        >>> flow = Radial(2, context_dim=1)
+        >>> view = flow.condition(torch.tensor([[0.0], [1.0], [2.0]]))
+        >>> view(torch.zeros(3, 2)).shape, set(view.parameters()) == set(flow.parameters())
+        (torch.Size([3, 2]), True)
+    """
+
+    def __init__(self, flow: FlowModule, context: Tensor, *, cache_size: int = 1) -> None:
+        if not isinstance(context, Tensor):
+            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        super().__init__(flow, context, cache_size=cache_size)
 
 
 class InverseFlow(TransformModule, ConditionalTransformModule):
@@ -349,8 +494,9 @@ class InverseFlow(TransformModule, ConditionalTransformModule):
     (``.parameters()``, ``.to()``, ``state_dict`` reach the flow's), and it is conditional
     exactly when the flow is: ``flow.inv.condition(c)`` is ``flow.condition(c).inv``, so Pyro's
     ``ConditionalTransformedDistribution`` never mistakes it for a constant transform.
-    Calls go through the flow's own cache, so an inverse after a forward pass is free.
-    Useful to choose which direction of a flow is the cheap one: ``planar(D).inv`` in a density
+    Calls go through the flow's own cache, so an inverse after a forward pass is free, and its
+    public passes are the flow's, swapped.
+    Useful to choose which direction of a flow is the cheap one: ``Planar(D).inv`` in a density
     model scores data with the analytic planar map.
 
     References:
@@ -359,8 +505,8 @@ class InverseFlow(TransformModule, ConditionalTransformModule):
 
     Example:
         >>> import torch
-        >>> from pyroflows.transforms import planar
-        >>> flow = planar(2)
+        >>> from pyroflows.transforms import Planar
+        >>> flow = Planar(2)
         >>> inverse = flow.inv
         >>> inverse.inv is flow, len(list(inverse.parameters()))
         (True, 3)
@@ -385,10 +531,27 @@ class InverseFlow(TransformModule, ConditionalTransformModule):
         """The original flow."""
         return self.flow
 
-    # -- the pass interface of FlowModule, so an inverse can sit inside a FlowSequence ----
+    # -- the public passes: the flow's, swapped ---------------------------------------------------
+    def forward_and_log_det(
+        self, y: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`x = f_c^{-1}(y)` and :math:`\log|\det \partial x / \partial y|`."""
+        return self.flow.inverse_and_log_det(y, context)
+
+    def inverse_and_log_det(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        r"""Return :math:`y = f_c(x)` and :math:`\log|\det \partial y / \partial x|`."""
+        return self.flow.forward_and_log_det(x, context)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one event of the flow."""
+        return self.flow.event_shape
+
     @property
     def input_dim(self) -> int:
-        """Event size of the flow."""
+        """Number of elements of one event of the flow."""
         return self.flow.input_dim
 
     @property
@@ -398,19 +561,6 @@ class InverseFlow(TransformModule, ConditionalTransformModule):
 
     def _check_event(self, value: Tensor, role: str) -> None:
         self.flow._check_event(value, role)
-
-    def _forward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        x, log_det = self.flow._backward(y, context)
-        if log_det is None:
-            log_det = self.flow._log_det(x, y, context)
-        return x, -log_det
-
-    def _backward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        y, log_det = self.flow._forward(x, context)
-        return y, -log_det
-
-    def _log_det(self, y: Tensor, x: Tensor, context: Tensor | None) -> Tensor:
-        return -self.flow._log_det(x, y, context)
 
     def __call__(self, y: Tensor) -> Tensor:
         return self.flow._inv_call(y)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from ..nn import MADE
+from ..nn.made import MADE, Ordering
 from ._base import FlowModule
-from .transformers import Affine, ElementwiseTransformer, default_hidden_dims, start_at_identity
+from .transformers import Affine, ElementwiseTransformer
+from .transformers.base import _default_hidden_dims, _start_at_identity
 
-__all__ = ["Autoregressive", "affine_autoregressive"]
+__all__ = ["Autoregressive"]
 
 
 class Autoregressive(FlowModule):
@@ -25,7 +25,7 @@ class Autoregressive(FlowModule):
 
     where :math:`\theta = \mathrm{MADE}(x, c)` (:class:`~pyroflows.nn.MADE`, so the Jacobian is
     triangular in the autoregressive order) and :math:`\tau` is the element-wise
-    ``transformer`` (default :class:`~pyroflows.transforms.transformers.Affine`:
+    ``transformer`` (default :class:`~pyroflows.transforms.Affine`:
     :math:`y_i = \mu_i + e^{s_i} x_i`).
 
     **Directions.** The forward map is *parallel*: one MADE pass, :math:`O(D \cdot H)` per
@@ -74,26 +74,26 @@ class Autoregressive(FlowModule):
         context_dim: int = 0,
         hidden_dims: Sequence[int] | None = None,
         transformer: ElementwiseTransformer | None = None,
-        ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor = "natural",
+        ordering: Ordering = "natural",
         seed: int = 0,
     ) -> None:
         super().__init__(input_dim, context_dim)
         self.transformer = transformer if transformer is not None else Affine()
         self.made = MADE(
             input_dim,
-            default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims,
+            _default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims,
             params_per_dim=self.transformer.params_per_dim,
             context_dim=context_dim,
             ordering=ordering,
             seed=seed,
         )
-        start_at_identity(self.made.output_layer, self.transformer, input_dim)
+        _start_at_identity(self.made.output_layer, self.transformer, input_dim)
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y, log_det = self.transformer.forward(x, self.made(x, context))
         return y, log_det.sum(-1)
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         # Pass k finds the k-th coordinate in the autoregressive order from the k before it,
         # through only the MADE units that can reach it (see MADE.sequential).
         passes = self.made.sequential(context)
@@ -109,28 +109,3 @@ class Autoregressive(FlowModule):
             log_dets.append(log_det_k)
         x = torch.cat(known, -1)[..., self.made.inverse_order]
         return x, torch.cat(log_dets, -1).sum(-1)
-
-
-def affine_autoregressive(
-    input_dim: int,
-    context_dim: int = 0,
-    hidden_dims: Sequence[int] | None = None,
-    stable: bool = False,
-    ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor = "natural",
-) -> Autoregressive:
-    r"""Build an affine :class:`Autoregressive` layer, :math:`y_i = \mu_i + e^{s_i} x_i`.
-
-    ``stable=True`` uses IAF's gated update :math:`y = \sigma x + (1 - \sigma) \mu`. Default
-    MADE hidden sizes ``[max(32, 4 D)] * 2``.
-
-    References:
-        Kingma et al., "Improving Variational Inference with Inverse Autoregressive Flow",
-        2016, arXiv:1606.04934.
-
-    Example:
-        >>> import torch
-        >>> flow = affine_autoregressive(4, stable=True)
-        >>> flow(torch.zeros(2, 4)).shape
-        torch.Size([2, 4])
-    """
-    return Autoregressive(input_dim, context_dim, hidden_dims, Affine(stable=stable), ordering)

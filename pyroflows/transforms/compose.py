@@ -27,7 +27,7 @@ class FlowSequence(FlowModule):
 
     Args:
         layers: :class:`~pyroflows.transforms.FlowModule` layers or their ``.inv``, all with
-            the same ``input_dim``, listed from the base (latent) side to the data side.
+            the same event shape, listed from the base (latent) side to the data side.
 
     References:
         Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015,
@@ -35,8 +35,8 @@ class FlowSequence(FlowModule):
 
     Example:
         >>> import torch
-        >>> from pyroflows.transforms import planar, radial, lu_linear
-        >>> flow = FlowSequence([lu_linear(2), radial(2), planar(2)])
+        >>> from pyroflows.transforms import LULinear, planar, radial
+        >>> flow = FlowSequence([LULinear(2), radial(2), planar(2)])
         >>> x = torch.randn(4, 2)
         >>> y = flow(x)
         >>> bool(torch.allclose(flow.inv(y.clone()), x, atol=1e-5))
@@ -46,32 +46,30 @@ class FlowSequence(FlowModule):
     def __init__(self, layers: Sequence[FlowModule | InverseFlow]) -> None:
         if not layers:
             raise ValueError("a FlowSequence needs at least one layer")
-        dims = {layer.input_dim for layer in layers}
-        if len(dims) != 1:
-            raise ValueError(f"all layers must share one input_dim, got {sorted(dims)}")
+        shapes = {tuple(layer.event_shape) for layer in layers}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"all layers must share one event shape (input_dim), got {sorted(shapes)}"
+            )
         contexts = {layer.context_dim for layer in layers if layer.context_dim}
         if len(contexts) > 1:
             raise ValueError(f"conditional layers must share one context_dim, got {contexts}")
-        super().__init__(dims.pop(), contexts.pop() if contexts else 0)
+        super().__init__(shapes.pop(), contexts.pop() if contexts else 0)
         self.layers = nn.ModuleList(layers)
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         total = 0
         for layer in self.layers:
-            x, log_det = layer._forward(x, context if layer.context_dim else None)
+            x, log_det = layer.forward_and_log_det(x, context if layer.context_dim else None)
             total = total + log_det
         return x, total
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         total = 0
         for layer in reversed(self.layers):
-            layer_context = context if layer.context_dim else None
-            x, log_det = layer._backward(y, layer_context)
-            if log_det is None:
-                log_det = layer._log_det(x, y, layer_context)
+            y, log_det = layer.inverse_and_log_det(y, context if layer.context_dim else None)
             total = total + log_det
-            y = x
-        return y, total
+        return y, -total
 
     def __len__(self) -> int:
         return len(self.layers)

@@ -10,15 +10,10 @@ from torch import Tensor
 
 from ..nn import MLP
 from ._base import FlowModule
-from .transformers import (
-    Additive,
-    Affine,
-    ElementwiseTransformer,
-    default_hidden_dims,
-    start_at_identity,
-)
+from .transformers import Affine, ElementwiseTransformer
+from .transformers.base import _default_hidden_dims, _start_at_identity
 
-__all__ = ["Coupling", "additive_coupling", "affine_coupling", "coupling_mask"]
+__all__ = ["Coupling", "coupling_mask"]
 
 
 def coupling_mask(
@@ -60,8 +55,8 @@ class Coupling(FlowModule):
 
     and the inverse :math:`x_b = \tau^{-1}(y_b; \theta(y_a, c))` is just as cheap: one
     conditioner pass either way, :math:`O(D H)` per sample for hidden width :math:`H`.
-    With the :class:`~pyroflows.transforms.transformers.Additive` transformer this is NICE
-    (volume preserving); with :class:`~pyroflows.transforms.transformers.Affine` it is
+    With the :class:`~pyroflows.transforms.Additive` transformer this is NICE
+    (volume preserving); with :class:`~pyroflows.transforms.Affine` it is
     RealNVP (log-scale clamped to ``[-5, 3]`` in value). The conditioner is an
     :class:`~pyroflows.nn.MLP` whose output layer starts at zero with the transformer's
     identity parameters as bias, so the layer starts as the identity.
@@ -119,12 +114,12 @@ class Coupling(FlowModule):
         passed_first = bool(mask[: len(identity_index)].all())
         passed_last = bool(mask[input_dim - len(identity_index) :].all())
         self._contiguous = "first" if passed_first else "last" if passed_last else None
-        hidden = default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims
+        hidden = _default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims
         count = len(transformed_index)
         self.conditioner = MLP(
             len(identity_index) + context_dim, hidden, self.transformer.params_per_dim * count
         )
-        start_at_identity(self.conditioner.output_layer, self.transformer, count)
+        _start_at_identity(self.conditioner.output_layer, self.transformer, count)
 
     def _split(self, value: Tensor) -> tuple[Tensor, Tensor]:
         count = len(self.identity_index)
@@ -156,55 +151,12 @@ class Coupling(FlowModule):
             return torch.cat([transformed, passed], dim=-1)
         return torch.cat([passed, transformed], dim=-1)[..., self.merge_index]
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         passed, x_b, params = self._split_and_params(x, context)
         y_b, log_det = self.transformer.forward(x_b, params)
         return self._merge(passed, y_b), log_det.sum(-1)
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         passed, y_b, params = self._split_and_params(y, context)
         x_b, log_det = self.transformer.inverse(y_b, params)
         return self._merge(passed, x_b), log_det.sum(-1)
-
-
-def affine_coupling(
-    input_dim: int,
-    context_dim: int = 0,
-    hidden_dims: Sequence[int] | None = None,
-    mask: Tensor | None = None,
-) -> Coupling:
-    r"""Build a RealNVP affine :class:`Coupling` layer, :math:`y_b = \mu(x_a) + e^{s(x_a)} x_b`.
-
-    References:
-        Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", 2017,
-        arXiv:1605.08803.
-
-    Example:
-        >>> import torch
-        >>> flow = affine_coupling(4, context_dim=2)
-        >>> flow.condition(torch.zeros(2))(torch.ones(4)).shape
-        torch.Size([4])
-    """
-    return Coupling(input_dim, context_dim, hidden_dims, Affine(), mask)
-
-
-def additive_coupling(
-    input_dim: int,
-    context_dim: int = 0,
-    hidden_dims: Sequence[int] | None = None,
-    mask: Tensor | None = None,
-) -> Coupling:
-    r"""Build a NICE additive :class:`Coupling` layer, :math:`y_b = x_b + \mu(x_a)`, log-det 0.
-
-    References:
-        Dinh, Krueger & Bengio, "NICE: Non-linear Independent Components Estimation", 2015,
-        arXiv:1410.8516.
-
-    Example:
-        >>> import torch
-        >>> flow = additive_coupling(4)
-        >>> x = torch.randn(2, 4)
-        >>> flow.log_abs_det_jacobian(x, flow(x)).tolist()
-        [0.0, 0.0]
-    """
-    return Coupling(input_dim, context_dim, hidden_dims, Additive(), mask)

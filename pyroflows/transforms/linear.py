@@ -16,15 +16,10 @@ __all__ = [
     "ActNorm",
     "Householder",
     "LULinear",
-    "PermutationTransform",
+    "Permutation",
     "QRLinear",
     "TriangularLinear",
-    "actnorm",
-    "householder",
-    "lu_linear",
     "permutation",
-    "qr_linear",
-    "triangular",
 ]
 
 
@@ -59,7 +54,7 @@ def _householder_matrix(vectors: Tensor) -> Tensor:
     return matrix
 
 
-class PermutationTransform(FlowModule):
+class Permutation(FlowModule):
     r"""Fixed permutation of the coordinates: :math:`y_i = x_{\pi(i)}`.
 
     Volume preserving (log-det 0); inverse :math:`x = y_{\pi^{-1}}`. Both directions are an
@@ -76,7 +71,7 @@ class PermutationTransform(FlowModule):
 
     Example:
         >>> import torch
-        >>> flow = PermutationTransform([2, 0, 1])
+        >>> flow = Permutation([2, 0, 1])
         >>> flow(torch.tensor([10.0, 20.0, 30.0]))
         tensor([30., 10., 20.])
     """
@@ -89,10 +84,10 @@ class PermutationTransform(FlowModule):
         self.register_buffer("permutation", perm)
         self.register_buffer("inverse_permutation", torch.argsort(perm))
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return x[..., self.permutation], x.new_zeros(x.shape[:-1])
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return y[..., self.inverse_permutation], y.new_zeros(y.shape[:-1])
 
 
@@ -132,15 +127,15 @@ class ActNorm(ElementwiseAffine):
         self.eps = eps
         self.initialized = False
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if not self.initialized:
             self.initialize(x, data_side="input")
-        return super()._forward(x, context)
+        return super()._forward_pass(x, context)
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if not self.initialized:
             self.initialize(y, data_side="output")
-        return super()._backward(y, context)
+        return super()._inverse_pass(y, context)
 
     @torch.no_grad()
     def initialize(self, data: Tensor, data_side: Literal["input", "output"] = "output") -> None:
@@ -214,11 +209,11 @@ class TriangularLinear(FlowModule):
         """The lower-triangular matrix :math:`L` (strict lower part of ``weight`` + diagonal)."""
         return torch.tril(self.weight, -1) + torch.diag_embed(self.log_diag.exp())
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y = F.linear(x, self.matrix(), self.bias)
         return y, _constant_log_det(self.log_diag, y)
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         x = _solve_triangular(self.matrix(), y - self.bias, upper=False)
         return x, _constant_log_det(self.log_diag, x)
 
@@ -276,11 +271,11 @@ class LULinear(FlowModule):
         lower, upper = self.factors()
         return (lower @ upper)[self.permutation]
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y = F.linear(x, self.matrix(), self.bias)
         return y, _constant_log_det(self.log_diag, y)
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         lower, upper = self.factors()
         unpermuted = (y - self.bias)[..., self.inverse_permutation]
         x = _solve_triangular(lower, unpermuted, upper=False, unitriangular=True)
@@ -333,12 +328,12 @@ class QRLinear(FlowModule):
         upper = torch.triu(self.upper, 1) + torch.diag_embed(self.log_diag.exp())
         return _householder_matrix(self.vectors), upper
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         orthogonal, upper = self.factors()
         y = F.linear(x, orthogonal @ upper, self.bias)
         return y, _constant_log_det(self.log_diag, y)
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         orthogonal, upper = self.factors()
         rotated_back = (y - self.bias) @ orthogonal  # rows times Q = (Q^T r)^T
         x = _solve_triangular(upper, rotated_back, upper=True)
@@ -381,17 +376,17 @@ class Householder(FlowModule):
         bound = input_dim**-0.5
         self.vectors = nn.Parameter(torch.empty(count, input_dim).uniform_(-bound, bound))
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return F.linear(x, _householder_matrix(self.vectors)), x.new_zeros(x.shape[:-1])
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return y @ _householder_matrix(self.vectors), y.new_zeros(y.shape[:-1])
 
 
 def permutation(
     input_dim: int, kind: Literal["random", "reverse"] = "random", seed: int = 0
-) -> PermutationTransform:
-    r"""Build a :class:`PermutationTransform` :math:`y_i = x_{\pi(i)}`: seeded random, or reversal.
+) -> Permutation:
+    r"""Build a :class:`Permutation` :math:`y_i = x_{\pi(i)}`: seeded random, or reversal.
 
     References:
         Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", 2017,
@@ -404,94 +399,8 @@ def permutation(
         True
     """
     if kind == "reverse":
-        return PermutationTransform(torch.arange(input_dim - 1, -1, -1))
+        return Permutation(torch.arange(input_dim - 1, -1, -1))
     if kind == "random":
         generator = torch.Generator().manual_seed(seed)
-        return PermutationTransform(torch.randperm(input_dim, generator=generator))
+        return Permutation(torch.randperm(input_dim, generator=generator))
     raise ValueError(f"kind must be 'random' or 'reverse', got {kind!r}")
-
-
-def actnorm(input_dim: int, eps: float = 1e-6) -> ActNorm:
-    r"""Build an :class:`ActNorm` layer :math:`y = \mu + e^{s} \odot x`, initialised from data.
-
-    The first batch through the layer sets :math:`\mu, s` so that its output is standardised.
-
-    References:
-        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018,
-        arXiv:1807.03039.
-
-    Example:
-        >>> import torch
-        >>> flow = actnorm(2)
-        >>> x = flow.inv(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))  # data side: standardised
-        >>> x.detach().round(decimals=4)
-        tensor([[-1., -1.],
-                [ 1.,  1.]])
-    """
-    return ActNorm(input_dim, eps)
-
-
-def triangular(input_dim: int) -> TriangularLinear:
-    r"""Build a :class:`TriangularLinear` flow :math:`y = Lx + b` (identity at initialisation).
-
-    References:
-        Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference",
-        2021, arXiv:1912.02762.
-
-    Example:
-        >>> import torch
-        >>> flow = triangular(3)
-        >>> flow.log_abs_det_jacobian(torch.zeros(3), flow(torch.zeros(3))).item()
-        0.0
-    """
-    return TriangularLinear(input_dim)
-
-
-def lu_linear(input_dim: int) -> LULinear:
-    r"""Build an :class:`LULinear` flow :math:`y = PLUx + b` (random orthogonal at first).
-
-    References:
-        Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018,
-        arXiv:1807.03039.
-
-    Example:
-        >>> import torch
-        >>> _ = torch.manual_seed(0)
-        >>> flow = lu_linear(3)
-        >>> w = flow.matrix().detach()
-        >>> bool(torch.allclose(w @ w.T, torch.eye(3), atol=1e-5))  # orthogonal at start
-        True
-    """
-    return LULinear(input_dim)
-
-
-def qr_linear(input_dim: int, num_reflections: int | None = None) -> QRLinear:
-    r"""Build a :class:`QRLinear` flow :math:`y = QRx + b` with ``num_reflections`` in :math:`Q`.
-
-    References:
-        Hoogeboom, van den Berg & Welling, "Emerging Convolutions for Generative Normalizing
-        Flows", 2019, arXiv:1901.11137.
-
-    Example:
-        >>> import torch
-        >>> flow = qr_linear(4, num_reflections=2)
-        >>> flow.vectors.shape
-        torch.Size([2, 4])
-    """
-    return QRLinear(input_dim, num_reflections)
-
-
-def householder(input_dim: int, num_reflections: int | None = None) -> Householder:
-    r"""Build a :class:`Householder` flow :math:`y = H_K \cdots H_1 x` (default :math:`K = D/2`).
-
-    References:
-        Tomczak & Welling, "Improving Variational Auto-Encoders using Householder Flow", 2016,
-        arXiv:1611.09630.
-
-    Example:
-        >>> import torch
-        >>> flow = householder(6)
-        >>> flow.vectors.shape, flow.log_abs_det_jacobian(torch.ones(6), flow(torch.ones(6))).item()
-        (torch.Size([3, 6]), 0.0)
-    """
-    return Householder(input_dim, num_reflections)

@@ -12,7 +12,7 @@ from ..nn import FlowParameters
 from ._base import FlowModule
 from ._root import RootFinder
 
-__all__ = ["Planar", "planar"]
+__all__ = ["Planar"]
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -95,13 +95,13 @@ class Planar(FlowModule):
     def _log_det_at(tanh: Tensor, w_dot_u_hat: Tensor) -> Tensor:
         return torch.log1p((1 - tanh**2) * w_dot_u_hat)
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         u_hat, w, bias, w_dot_u_hat = self._vectors(context)
         tanh = torch.tanh(_dot(w, x) + bias)
         y = x + tanh.unsqueeze(-1) * u_hat
         return y, self._log_det_at(tanh, w_dot_u_hat)
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         u_hat, w, bias, w_dot_u_hat = self._vectors(context)
         target = _dot(w, y)
         reach = w_dot_u_hat.abs()
@@ -114,27 +114,3 @@ class Planar(FlowModule):
         tanh = torch.tanh(alpha + bias)
         x = y - tanh.unsqueeze(-1) * u_hat
         return x, self._log_det_at(tanh, w_dot_u_hat)
-
-
-def planar(
-    input_dim: int,
-    context_dim: int = 0,
-    hidden_dims: Sequence[int] | None = None,
-    root_finder: RootFinder | None = None,
-) -> Planar:
-    r"""Build a :class:`Planar` flow :math:`y = x + \hat u \tanh(w^T x + b)`.
-
-    Conditional when ``context_dim > 0``; ``root_finder`` sets the numerical inverse.
-
-    References:
-        Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015,
-        arXiv:1505.05770.
-
-    Example:
-        >>> import torch
-        >>> flow = planar(2, root_finder=RootFinder(max_iter=50, on_failure="warn"))
-        >>> y = flow(torch.tensor([0.5, -1.0]))
-        >>> flow.inv(y.clone()).detach()
-        tensor([ 0.5000, -1.0000])
-    """
-    return Planar(input_dim, context_dim, hidden_dims, root_finder)

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..nn import FlowParameters
 from ._base import FlowModule
 
-__all__ = ["Radial", "radial"]
+__all__ = ["Radial"]
 
 
 class Radial(FlowModule):
@@ -84,14 +84,14 @@ class Radial(FlowModule):
             beta_h - beta * radius * h**2
         )
 
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         center, alpha, beta = self._coefficients(context)
         offset = x - center
         radius = offset.norm(dim=-1)
         y = x + (beta / (alpha + radius)).unsqueeze(-1) * offset
         return y, self._log_det_at(radius, alpha, beta)
 
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         center, alpha, beta = self._coefficients(context)
         offset_y = y - center
         radius_y = offset_y.norm(dim=-1)
@@ -105,25 +105,3 @@ class Radial(FlowModule):
         ratio = (alpha + radius) / (alpha + radius + beta)
         x = center + ratio.unsqueeze(-1) * offset_y
         return x, self._log_det_at(radius, alpha, beta)
-
-
-def radial(
-    input_dim: int, context_dim: int = 0, hidden_dims: Sequence[int] | None = None
-) -> Radial:
-    r"""Build a :class:`Radial` flow :math:`y = x + \beta (x - x_0) / (\alpha + r)`.
-
-    Here :math:`r = \lVert x - x_0 \rVert`. Conditional when ``context_dim > 0``; its
-    inverse is in closed form.
-
-    References:
-        Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015,
-        arXiv:1505.05770.
-
-    Example:
-        >>> import torch
-        >>> flow = radial(3, context_dim=1)
-        >>> t = flow.condition(torch.tensor([[0.0], [1.0]]))  # two contexts
-        >>> t(torch.zeros(2, 3)).shape
-        torch.Size([2, 3])
-    """
-    return Radial(input_dim, context_dim, hidden_dims)

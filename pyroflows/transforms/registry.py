@@ -1,59 +1,68 @@
-"""The catalogue of every flow: name -> how to build it, plus what the docs and tests read."""
+"""The catalogue of every flow: name -> how to build it, plus what the docs and tests read.
+
+A record is a :class:`FlowSpec`: a builder (a class, a ``functools.partial`` of one, or a
+Pyro-named helper) and the few facts that differ from the defaults. Adding a flow family is its
+module, one record here and its name in ``transforms/__init__.py`` (see ``CONTRIBUTING.md``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
 from torch.distributions import Transform
 
-from .autoregressive import Autoregressive, affine_autoregressive
+from .autoregressive import Autoregressive
 from .compose import FlowSequence
-from .coupling import Coupling, additive_coupling, affine_coupling
-from .elementwise import ElementwiseAffine, LeakyReLU, elementwise_affine, leaky_relu
+from .coupling import Coupling
+from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
+from .helpers import (
+    affine_autoregressive,
+    affine_coupling,
+    neural_autoregressive,
+    spline_autoregressive,
+    spline_coupling,
+)
 from .linear import (
     ActNorm,
     Householder,
     LULinear,
-    PermutationTransform,
+    Permutation,
     QRLinear,
     TriangularLinear,
-    actnorm,
-    householder,
-    lu_linear,
     permutation,
-    qr_linear,
-    triangular,
 )
-from .neural import neural_autoregressive
-from .planar import Planar, planar
-from .radial import Radial, radial
-from .splines import Spline, spline, spline_autoregressive, spline_coupling
+from .planar import Planar
+from .radial import Radial
 from .stacks import iaf, maf, naf, nice, nsf, realnvp
+from .transformers import Additive, DeepSigmoid
 
 __all__ = ["REGISTRY", "FlowSpec", "build", "register"]
 
 
 @dataclass(frozen=True)
 class FlowSpec:
-    """How to build one flow on vectors, and the facts the catalogue and the tests read.
+    """How to build one flow, and the facts the catalogue and the tests read.
 
     Attributes:
-        name: registry key (the lowercase helper's name).
-        builder: the helper; called as ``builder(input_dim, **kwargs)``, with
-            ``context_dim=...`` added for conditional flows.
+        name: registry key.
+        builder: a class or callable, called as ``builder(event, **kwargs)`` (``event``: the
+            event size :math:`D`, or an event shape), with ``context_dim=...`` added for
+            conditional flows.
         family: flow family (``"elementwise"``, ``"linear"``, ``"planar"``, ...).
-        inverse: ``"analytic"``, ``"numerical"`` or ``"none"``.
-        log_det: ``"exact"`` or ``"unbiased"`` (stochastic estimate).
-        conditional: whether ``context_dim > 0`` is supported.
-        fast_direction: ``"forward"``, ``"inverse"`` or ``"both"``.
         forward_cost: cost of the forward map per sample (for the catalogue).
         inverse_cost: cost of the inverse per sample.
         reference: the paper, with its arXiv number.
         classes: the transform classes this entry builds (checked for registry completeness).
-        event_dim: 1 for flows on vectors.
+        inverse: ``"analytic"`` (default), ``"numerical"`` or ``"none"``.
+        log_det: ``"exact"`` (default) or ``"unbiased"`` (a stochastic estimate, tested
+            statistically).
+        conditional: whether ``context_dim > 0`` is supported (default ``True``).
+        fast_direction: ``"forward"``, ``"inverse"`` or ``"both"`` (default).
+        event_dims: the event ranks the flow accepts: ``(1,)`` for vectors only (default);
+            ``(1, 3)`` also takes ``(C, H, W)`` images.
 
     Example:
         >>> from pyroflows.transforms import REGISTRY
@@ -67,23 +76,29 @@ class FlowSpec:
     name: str
     builder: Callable[..., Transform]
     family: str
-    inverse: Literal["analytic", "numerical", "none"]
-    log_det: Literal["exact", "unbiased"]
-    conditional: bool
-    fast_direction: Literal["forward", "inverse", "both"]
     forward_cost: str
     inverse_cost: str
     reference: str
-    classes: tuple[type, ...] = field(default=())
-    event_dim: int = 1
+    classes: tuple[type, ...]
+    inverse: Literal["analytic", "numerical", "none"] = "analytic"
+    log_det: Literal["exact", "unbiased"] = "exact"
+    conditional: bool = True
+    fast_direction: Literal["forward", "inverse", "both"] = "both"
+    event_dims: tuple[int, ...] = (1,)
 
-    def build(self, input_dim: int, context_dim: int = 0, **kwargs: Any) -> Transform:
-        """Build the flow for events of size ``input_dim`` (conditional if ``context_dim``)."""
+    def build(self, event: int | Sequence[int], context_dim: int = 0, **kwargs: Any) -> Transform:
+        """Build the flow for events of size (or shape) ``event``, with a context if asked."""
+        rank = 1 if isinstance(event, int) else len(tuple(event))
+        if rank not in self.event_dims:
+            raise ValueError(
+                f"flow {self.name!r} takes events of rank {self.event_dims}, got the event "
+                f"shape {tuple(event) if rank != 1 else event}"
+            )
         if context_dim:
             if not self.conditional:
                 raise ValueError(f"flow {self.name!r} has no conditional form (context_dim=0)")
             kwargs["context_dim"] = context_dim
-        return self.builder(input_dim, **kwargs)
+        return self.builder(event, **kwargs)
 
 
 REGISTRY: dict[str, FlowSpec] = {}
@@ -107,7 +122,7 @@ def register(spec: FlowSpec) -> FlowSpec:
     return spec
 
 
-def build(name: str, input_dim: int, context_dim: int = 0, **kwargs: Any) -> Transform:
+def build(name: str, event: int | Sequence[int], context_dim: int = 0, **kwargs: Any) -> Transform:
     """Build the registered flow ``name``; see :class:`FlowSpec`.
 
     Example:
@@ -120,9 +135,10 @@ def build(name: str, input_dim: int, context_dim: int = 0, **kwargs: Any) -> Tra
         spec = REGISTRY[name]
     except KeyError:
         raise KeyError(f"no flow named {name!r}; registered: {sorted(REGISTRY)}") from None
-    return spec.build(input_dim, context_dim, **kwargs)
+    return spec.build(event, context_dim, **kwargs)
 
 
+# One citation per paper.
 _RM2015 = "Rezende & Mohamed 2015, Variational Inference with Normalizing Flows, arXiv:1505.05770"
 _GLOW = "Kingma & Dhariwal 2018, Glow, arXiv:1807.03039"
 _IAF = "Kingma et al. 2016, Inverse Autoregressive Flow, arXiv:1606.04934"
@@ -130,300 +146,76 @@ _REALNVP = "Dinh et al. 2017, Density estimation using Real NVP, arXiv:1605.0880
 _NICE = "Dinh et al. 2015, NICE, arXiv:1410.8516"
 _NSF = "Durkan et al. 2019, Neural Spline Flows, arXiv:1906.04032"
 _NAF = "Huang et al. 2018, Neural Autoregressive Flows, arXiv:1804.00779"
-_ANALYTIC_EXACT = {"inverse": "analytic", "log_det": "exact"}
+_MAF = "Papamakarios et al. 2017, Masked Autoregressive Flow, arXiv:1705.07057"
+_REVIEW = (
+    "Papamakarios et al. 2021, Normalizing Flows for Probabilistic Modeling and Inference, "
+    "arXiv:1912.02762"
+)
+_IMAGES = (1, 3)  # vectors, and (C, H, W) images
 
+# fmt: off
 for _spec in (
-    FlowSpec(
-        name="elementwise_affine",
-        builder=elementwise_affine,
-        family="elementwise",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(D)",
-        inverse_cost="O(D)",
-        reference=_RM2015,
-        classes=(ElementwiseAffine,),
-    ),
-    FlowSpec(
-        name="leaky_relu",
-        builder=leaky_relu,
-        family="elementwise",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(D)",
-        inverse_cost="O(D)",
-        reference="He et al. 2015, Delving Deep into Rectifiers (PReLU), arXiv:1502.01852",
-        classes=(LeakyReLU,),
-    ),
-    FlowSpec(
-        name="permutation",
-        builder=permutation,
-        family="linear",
-        **_ANALYTIC_EXACT,
-        conditional=False,
-        fast_direction="both",
-        forward_cost="O(D)",
-        inverse_cost="O(D)",
-        reference="Dinh et al. 2017, Density estimation using Real NVP, arXiv:1605.08803",
-        classes=(PermutationTransform,),
-    ),
-    FlowSpec(
-        name="actnorm",
-        builder=actnorm,
-        family="linear",
-        **_ANALYTIC_EXACT,
-        conditional=False,
-        fast_direction="both",
-        forward_cost="O(D)",
-        inverse_cost="O(D)",
-        reference=_GLOW,
-        classes=(ActNorm,),
-    ),
-    FlowSpec(
-        name="triangular",
-        builder=triangular,
-        family="linear",
-        **_ANALYTIC_EXACT,
-        conditional=False,
-        fast_direction="both",
-        forward_cost="O(D^2)",
-        inverse_cost="O(D^2), one triangular solve",
-        reference="Papamakarios et al. 2021, Normalizing Flows for Probabilistic Modeling "
-        "and Inference, arXiv:1912.02762",
-        classes=(TriangularLinear,),
-    ),
-    FlowSpec(
-        name="lu_linear",
-        builder=lu_linear,
-        family="linear",
-        **_ANALYTIC_EXACT,
-        conditional=False,
-        fast_direction="both",
-        forward_cost="O(D^2), plus O(D^3) per call to form W",
-        inverse_cost="O(D^2), two triangular solves",
-        reference=_GLOW,
-        classes=(LULinear,),
-    ),
-    FlowSpec(
-        name="qr_linear",
-        builder=qr_linear,
-        family="linear",
-        **_ANALYTIC_EXACT,
-        conditional=False,
-        fast_direction="both",
-        forward_cost="O(D^2), plus O(K D^2) per call to form QR",
-        inverse_cost="O(D^2), one triangular solve",
-        reference="Hoogeboom et al. 2019, Emerging Convolutions, arXiv:1901.11137",
-        classes=(QRLinear,),
-    ),
-    FlowSpec(
-        name="householder",
-        builder=householder,
-        family="linear",
-        **_ANALYTIC_EXACT,
-        conditional=False,
-        fast_direction="both",
-        forward_cost="O(D^2), plus O(K D^2) per call to form Q",
-        inverse_cost="O(D^2)",
-        reference="Tomczak & Welling 2016, Householder Flow, arXiv:1611.09630",
-        classes=(Householder,),
-    ),
-    FlowSpec(
-        name="planar",
-        builder=planar,
-        family="planar",
-        inverse="numerical",
-        log_det="exact",
-        conditional=True,
-        fast_direction="forward",
-        forward_cost="O(D)",
-        inverse_cost="O(D) per Newton iteration (root finder)",
-        reference=_RM2015,
-        classes=(Planar,),
-    ),
-    FlowSpec(
-        name="radial",
-        builder=radial,
-        family="radial",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(D)",
-        inverse_cost="O(D), closed form",
-        reference=_RM2015,
-        classes=(Radial,),
-    ),
-    FlowSpec(
-        name="affine_autoregressive",
-        builder=affine_autoregressive,
-        family="autoregressive",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="forward",
-        forward_cost="O(D H), one MADE pass",
-        inverse_cost="O(D^2 H), D sequential MADE passes",
-        reference=_IAF,
-        classes=(Autoregressive,),
-    ),
-    FlowSpec(
-        name="affine_coupling",
-        builder=affine_coupling,
-        family="coupling",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(D H), one conditioner pass",
-        inverse_cost="O(D H), one conditioner pass",
-        reference=_REALNVP,
-        classes=(Coupling,),
-    ),
-    FlowSpec(
-        name="additive_coupling",
-        builder=additive_coupling,
-        family="coupling",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(D H), one conditioner pass",
-        inverse_cost="O(D H), one conditioner pass",
-        reference=_NICE,
-        classes=(Coupling,),
-    ),
-    FlowSpec(
-        name="maf",
-        builder=maf,
-        family="autoregressive",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="inverse",
-        forward_cost="O(L D^2 H), sequential sampling",
-        inverse_cost="O(L D H), parallel density",
-        reference="Papamakarios et al. 2017, Masked Autoregressive Flow, arXiv:1705.07057",
-        classes=(FlowSequence,),
-    ),
-    FlowSpec(
-        name="iaf",
-        builder=iaf,
-        family="autoregressive",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="forward",
-        forward_cost="O(L D H), parallel sampling",
-        inverse_cost="O(L D^2 H), sequential",
-        reference=_IAF,
-        classes=(FlowSequence,),
-    ),
-    FlowSpec(
-        name="realnvp",
-        builder=realnvp,
-        family="coupling",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(L D H)",
-        inverse_cost="O(L D H)",
-        reference=_REALNVP,
-        classes=(FlowSequence,),
-    ),
-    FlowSpec(
-        name="nice",
-        builder=nice,
-        family="coupling",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(L D H)",
-        inverse_cost="O(L D H)",
-        reference=_NICE,
-        classes=(FlowSequence,),
-    ),
-    FlowSpec(
-        name="spline",
-        builder=spline,
-        family="elementwise",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(D K)",
-        inverse_cost="O(D K), analytic",
-        reference=_NSF,
-        classes=(Spline,),
-    ),
-    FlowSpec(
-        name="spline_coupling",
-        builder=spline_coupling,
-        family="coupling",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(D H + D K H)",
-        inverse_cost="O(D H + D K H), analytic",
-        reference=_NSF,
-        classes=(Coupling,),
-    ),
-    FlowSpec(
-        name="spline_autoregressive",
-        builder=spline_autoregressive,
-        family="autoregressive",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="forward",
-        forward_cost="O(D K H), one MADE pass",
-        inverse_cost="O(D^2 K H), D sequential MADE passes",
-        reference=_NSF,
-        classes=(Autoregressive,),
-    ),
-    FlowSpec(
-        name="nsf",
-        builder=nsf,
-        family="coupling",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="both",
-        forward_cost="O(L D K H)",
-        inverse_cost="O(L D K H)",
-        reference=_NSF,
-        classes=(FlowSequence,),
-    ),
-    FlowSpec(
-        name="nsf_autoregressive",
-        builder=partial(nsf, autoregressive=True),
-        family="autoregressive",
-        **_ANALYTIC_EXACT,
-        conditional=True,
-        fast_direction="inverse",
-        forward_cost="O(L D^2 K H), sequential sampling",
-        inverse_cost="O(L D K H), parallel density",
-        reference=_NSF,
-        classes=(FlowSequence,),
-    ),
-    FlowSpec(
-        name="neural_autoregressive",
-        builder=neural_autoregressive,
-        family="autoregressive",
-        inverse="numerical",
-        log_det="exact",
-        conditional=True,
-        fast_direction="forward",
-        forward_cost="O(D K H), one MADE pass",
-        inverse_cost="O(D^2 K H), D sequential MADE passes, each with a root-find",
-        reference=_NAF,
-        classes=(Autoregressive,),
-    ),
-    FlowSpec(
-        name="naf",
-        builder=naf,
-        family="autoregressive",
-        inverse="numerical",
-        log_det="exact",
-        conditional=True,
-        fast_direction="inverse",
-        forward_cost="O(L D^2 K H), sequential sampling with root-finds",
-        inverse_cost="O(L D K H), parallel density",
-        reference=_NAF,
-        classes=(FlowSequence,),
-    ),
+    # -- element-wise: any transformer, any event shape ------------------------------------
+    FlowSpec("elementwise_affine", ElementwiseAffine, "elementwise", "O(D)", "O(D)", _RM2015,
+             (ElementwiseAffine,), event_dims=_IMAGES),
+    FlowSpec("leaky_relu", LeakyReLU, "elementwise", "O(D)", "O(D)",
+             "He et al. 2015, Delving Deep into Rectifiers (PReLU), arXiv:1502.01852",
+             (LeakyReLU,), event_dims=_IMAGES),
+    FlowSpec("spline", Spline, "elementwise", "O(D K)", "O(D K), analytic", _NSF, (Spline,),
+             event_dims=_IMAGES),
+    FlowSpec("deep_sigmoid", partial(Elementwise, transformer=DeepSigmoid(hidden_units=4)),
+             "elementwise", "O(D K)", "O(D K) per root-finder iteration", _NAF, (Elementwise,),
+             inverse="numerical", event_dims=_IMAGES),
+    # -- linear -------------------------------------------------------------------------------
+    FlowSpec("permutation", permutation, "linear", "O(D)", "O(D)", _REALNVP, (Permutation,),
+             conditional=False),
+    FlowSpec("actnorm", ActNorm, "linear", "O(D)", "O(D)", _GLOW, (ActNorm,), conditional=False),
+    FlowSpec("triangular", TriangularLinear, "linear", "O(D^2)",
+             "O(D^2), one triangular solve", _REVIEW, (TriangularLinear,), conditional=False),
+    FlowSpec("lu_linear", LULinear, "linear", "O(D^2), plus O(D^3) per call to form W",
+             "O(D^2), two triangular solves", _GLOW, (LULinear,), conditional=False),
+    FlowSpec("qr_linear", QRLinear, "linear", "O(D^2), plus O(K D^2) per call to form QR",
+             "O(D^2), one triangular solve",
+             "Hoogeboom et al. 2019, Emerging Convolutions, arXiv:1901.11137", (QRLinear,),
+             conditional=False),
+    FlowSpec("householder", Householder, "linear", "O(D^2), plus O(K D^2) per call to form Q",
+             "O(D^2)", "Tomczak & Welling 2016, Householder Flow, arXiv:1611.09630",
+             (Householder,), conditional=False),
+    # -- planar and radial --------------------------------------------------------------------
+    FlowSpec("planar", Planar, "planar", "O(D)", "O(D) per Newton iteration (root finder)",
+             _RM2015, (Planar,), inverse="numerical", fast_direction="forward"),
+    FlowSpec("radial", Radial, "radial", "O(D)", "O(D), closed form", _RM2015, (Radial,)),
+    # -- coupling: structure x transformer, and stacks ------------------------------------
+    FlowSpec("affine_coupling", affine_coupling, "coupling", "O(D H), one conditioner pass",
+             "O(D H), one conditioner pass", _REALNVP, (Coupling,)),
+    FlowSpec("additive_coupling", partial(Coupling, transformer=Additive()), "coupling",
+             "O(D H), one conditioner pass", "O(D H), one conditioner pass", _NICE, (Coupling,)),
+    FlowSpec("spline_coupling", spline_coupling, "coupling", "O(D H + D K H)",
+             "O(D H + D K H), analytic", _NSF, (Coupling,)),
+    FlowSpec("realnvp", realnvp, "coupling", "O(L D H)", "O(L D H)", _REALNVP, (FlowSequence,)),
+    FlowSpec("nice", nice, "coupling", "O(L D H)", "O(L D H)", _NICE, (FlowSequence,)),
+    FlowSpec("nsf", nsf, "coupling", "O(L D K H)", "O(L D K H)", _NSF, (FlowSequence,)),
+    # -- autoregressive: structure x transformer, and stacks ------------------------------
+    FlowSpec("affine_autoregressive", affine_autoregressive, "autoregressive",
+             "O(D H), one MADE pass", "O(D^2 H), D sequential MADE passes", _IAF,
+             (Autoregressive,), fast_direction="forward"),
+    FlowSpec("spline_autoregressive", spline_autoregressive, "autoregressive",
+             "O(D K H), one MADE pass", "O(D^2 K H), D sequential MADE passes", _NSF,
+             (Autoregressive,), fast_direction="forward"),
+    FlowSpec("neural_autoregressive", neural_autoregressive, "autoregressive",
+             "O(D K H), one MADE pass",
+             "O(D^2 K H), D sequential MADE passes, each with a root-find", _NAF,
+             (Autoregressive,), inverse="numerical", fast_direction="forward"),
+    FlowSpec("maf", maf, "autoregressive", "O(L D^2 H), sequential sampling",
+             "O(L D H), parallel density", _MAF, (FlowSequence,), fast_direction="inverse"),
+    FlowSpec("iaf", iaf, "autoregressive", "O(L D H), parallel sampling",
+             "O(L D^2 H), sequential", _IAF, (FlowSequence,), fast_direction="forward"),
+    FlowSpec("nsf_autoregressive", partial(nsf, autoregressive=True), "autoregressive",
+             "O(L D^2 K H), sequential sampling", "O(L D K H), parallel density", _NSF,
+             (FlowSequence,), fast_direction="inverse"),
+    FlowSpec("naf", naf, "autoregressive", "O(L D^2 K H), sequential sampling with root-finds",
+             "O(L D K H), parallel density", _NAF, (FlowSequence,), inverse="numerical",
+             fast_direction="inverse"),
 ):
     register(_spec)
+# fmt: on

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._root import RootFinder
-from .autoregressive import affine_autoregressive
+from .autoregressive import Autoregressive
 from .compose import FlowSequence
 from .coupling import Coupling, coupling_mask
 from .elementwise import ElementwiseAffine
 from .linear import LULinear
-from .neural import neural_autoregressive
-from .splines import spline_autoregressive, spline_coupling
-from .transformers import Additive, Affine
+from .transformers import (
+    Additive,
+    Affine,
+    DeepSigmoid,
+    ElementwiseTransformer,
+    RationalQuadraticSpline,
+)
 
 __all__ = ["iaf", "maf", "naf", "nice", "nsf", "realnvp"]
 
@@ -29,9 +33,10 @@ def maf(
 ) -> FlowSequence:
     r"""Masked autoregressive flow: ``num_layers`` affine autoregressive layers, inverted.
 
-    Each layer is ``affine_autoregressive(...).inv``, so the density direction (data to
-    noise, :math:`u_i = (x_i - \mu_i(x_{<i})) e^{-s_i(x_{<i})}`) is one parallel MADE pass per
-    layer and sampling is sequential (:math:`D` passes per layer). Layers alternate natural
+    Each layer is an affine :class:`~pyroflows.transforms.Autoregressive` layer's ``.inv``, so
+    the density direction (data to noise,
+    :math:`u_i = (x_i - \mu_i(x_{<i})) e^{-s_i(x_{<i})}`) is one parallel MADE pass per layer
+    and sampling is sequential (:math:`D` passes per layer). Layers alternate natural
     and reversed MADE orderings instead of permutation layers. For density estimation.
 
     References:
@@ -48,7 +53,7 @@ def maf(
     """
     return FlowSequence(
         [
-            affine_autoregressive(input_dim, context_dim, hidden_dims, ordering=order).inv
+            Autoregressive(input_dim, context_dim, hidden_dims, Affine(), order).inv
             for order in _orderings(num_layers)
         ]
     )
@@ -83,13 +88,19 @@ def iaf(
     """
     return FlowSequence(
         [
-            affine_autoregressive(input_dim, context_dim, hidden_dims, stable, order)
+            Autoregressive(input_dim, context_dim, hidden_dims, Affine(stable=stable), order)
             for order in _orderings(num_layers)
         ]
     )
 
 
-def _coupling_stack(input_dim, context_dim, num_layers, hidden_dims, transformer):
+def _coupling_stack(
+    input_dim: int,
+    context_dim: int,
+    num_layers: int,
+    hidden_dims: Sequence[int] | None,
+    transformer: ElementwiseTransformer,
+) -> list[Coupling]:
     return [
         Coupling(
             input_dim,
@@ -187,19 +198,18 @@ def nsf(
         >>> bool(torch.allclose(flow.inv(flow(x).clone()), x, atol=1e-4))
         True
     """
+    transformer = RationalQuadraticSpline(count_bins, bound)
     if autoregressive:
         return FlowSequence(
             [
-                spline_autoregressive(
-                    input_dim, context_dim, hidden_dims, count_bins, bound, order
-                ).inv
+                Autoregressive(input_dim, context_dim, hidden_dims, transformer, order).inv
                 for order in _orderings(num_layers)
             ]
         )
     layers = []
-    for k in range(num_layers):
+    for k in range(num_layers):  # built in this order: each LULinear draws its random start
         mask = coupling_mask(input_dim, "half", flip=k % 2 == 1)
-        layers.append(spline_coupling(input_dim, context_dim, hidden_dims, count_bins, bound, mask))
+        layers.append(Coupling(input_dim, context_dim, hidden_dims, transformer, mask))
         layers.append(LULinear(input_dim))
     return FlowSequence(layers)
 
@@ -215,7 +225,8 @@ def naf(
 ) -> FlowSequence:
     r"""Neural autoregressive flow: ``num_layers`` deep-sigmoidal autoregressive layers, inverted.
 
-    Each layer is ``neural_autoregressive(...).inv``, so the density direction (data to noise)
+    Each layer is :func:`~pyroflows.transforms.neural_autoregressive`'s ``.inv``, so the
+    density direction (data to noise)
     maps every coordinate through a monotone sigmoid network whose weights come from a MADE
     pass over the coordinates before it,
 
@@ -248,17 +259,10 @@ def naf(
         >>> model.sample((3,)).shape
         torch.Size([3, 2])
     """
+    transformer = DeepSigmoid(hidden_units, depth, root_finder)
     return FlowSequence(
         [
-            neural_autoregressive(
-                input_dim,
-                context_dim,
-                hidden_dims,
-                hidden_units,
-                depth,
-                ordering=order,
-                root_finder=root_finder,
-            ).inv
+            Autoregressive(input_dim, context_dim, hidden_dims, transformer, order).inv
             for order in _orderings(num_layers)
         ]
     )

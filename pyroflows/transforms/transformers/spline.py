@@ -1,27 +1,15 @@
-"""Rational-quadratic spline flows (Durkan et al. 2019): element-wise, coupling, autoregressive."""
+"""The rational-quadratic spline transformer of neural spline flows (Durkan et al. 2019)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..nn import FlowParameters
-from ._base import FlowModule
-from .autoregressive import Autoregressive
-from .coupling import Coupling
-from .transformers import ElementwiseTransformer
+from ...nn.functional import inverse_softplus
+from .base import ElementwiseTransformer
 
-__all__ = [
-    "RationalQuadraticSpline",
-    "Spline",
-    "spline",
-    "spline_autoregressive",
-    "spline_coupling",
-]
+__all__ = ["RationalQuadraticSpline"]
 
 # softplus(_UNIT_DERIVATIVE) + min_derivative == 1 at the knots of an untrained spline.
 _MIN_BIN, _MIN_DERIVATIVE = 1e-3, 1e-3
@@ -91,7 +79,7 @@ class RationalQuadraticSpline(ElementwiseTransformer):
             raise ValueError(f"bound must be positive, got {bound}")
         self.count_bins, self.bound = int(count_bins), float(bound)
         self.params_per_dim = 3 * self.count_bins - 1
-        self._unit_derivative = float(torch.log(torch.expm1(torch.tensor(1 - _MIN_DERIVATIVE))))
+        self._unit_derivative = inverse_softplus(1 - _MIN_DERIVATIVE)
 
     def __repr__(self) -> str:
         return f"RationalQuadraticSpline(count_bins={self.count_bins}, bound={self.bound})"
@@ -181,126 +169,3 @@ class RationalQuadraticSpline(ElementwiseTransformer):
         log_det = self._log_slope(xi, slope, d_left, d_right, denominator)
         x = torch.where(inside, x_in, y)
         return x, torch.where(inside, log_det, torch.zeros_like(log_det))
-
-
-class Spline(FlowModule):
-    r"""Element-wise rational-quadratic spline flow: :math:`y_i = \mathrm{RQS}(x_i; \theta_i)`.
-
-    Each dimension has its own monotone spline on :math:`[-B, B]` (identity outside) with
-    learnable (or, with ``context_dim > 0``, context-dependent) knots; see
-    :class:`RationalQuadraticSpline` for the formula, the log-det and the analytic inverse.
-    :math:`O(DK)` per sample both ways. Starts as the identity.
-
-    Args:
-        input_dim: event size :math:`D`.
-        context_dim: context size (``0``: unconditional).
-        hidden_dims: hidden sizes of the context network (conditional only).
-        count_bins: bins :math:`K` per dimension.
-        bound: half-width :math:`B` of the spline interval.
-
-    References:
-        Durkan et al., "Neural Spline Flows", 2019, arXiv:1906.04032.
-
-    Example:
-        >>> import torch
-        >>> flow = Spline(2, count_bins=4)
-        >>> x = torch.tensor([[0.3, -5.0]])
-        >>> flow(x).detach()  # identity at initialisation
-        tensor([[ 0.3000, -5.0000]])
-    """
-
-    def __init__(
-        self,
-        input_dim: int,
-        context_dim: int = 0,
-        hidden_dims: Sequence[int] | None = None,
-        count_bins: int = 8,
-        bound: float = 3.0,
-    ) -> None:
-        super().__init__(input_dim, context_dim)
-        self.transformer = RationalQuadraticSpline(count_bins, bound)
-        init = {"knots": self.transformer.identity_params(input_dim)}
-        self.params = FlowParameters(init, context_dim, hidden_dims)
-
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        y, log_det = self.transformer.forward(x, self.params(context)["knots"])
-        return y, log_det.sum(-1)
-
-    def _backward(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        x, log_det = self.transformer.inverse(y, self.params(context)["knots"])
-        return x, log_det.sum(-1)
-
-
-def spline(
-    input_dim: int,
-    context_dim: int = 0,
-    hidden_dims: Sequence[int] | None = None,
-    count_bins: int = 8,
-    bound: float = 3.0,
-) -> Spline:
-    r"""Build an element-wise :class:`Spline` flow, :math:`y_i = \mathrm{RQS}(x_i; \theta_i)`.
-
-    References:
-        Durkan et al., "Neural Spline Flows", 2019, arXiv:1906.04032.
-
-    Example:
-        >>> flow = spline(3, count_bins=5, bound=4.0)
-        >>> flow.params.knots.shape
-        torch.Size([14, 3])
-    """
-    return Spline(input_dim, context_dim, hidden_dims, count_bins, bound)
-
-
-def spline_coupling(
-    input_dim: int,
-    context_dim: int = 0,
-    hidden_dims: Sequence[int] | None = None,
-    count_bins: int = 8,
-    bound: float = 3.0,
-    mask: Tensor | None = None,
-) -> Coupling:
-    r"""Build a spline :class:`~pyroflows.transforms.Coupling` layer (NSF, coupling form).
-
-    :math:`y_b = \mathrm{RQS}(x_b; \theta(x_a))` with :math:`3K - 1` parameters per
-    transformed coordinate from the conditioner; both directions one conditioner pass.
-
-    References:
-        Durkan et al., "Neural Spline Flows", 2019, arXiv:1906.04032.
-
-    Example:
-        >>> import torch
-        >>> flow = spline_coupling(4, count_bins=4)
-        >>> x = torch.randn(2, 4)
-        >>> bool(torch.allclose(flow(x), x, atol=1e-6))  # identity at initialisation
-        True
-    """
-    return Coupling(
-        input_dim, context_dim, hidden_dims, RationalQuadraticSpline(count_bins, bound), mask
-    )
-
-
-def spline_autoregressive(
-    input_dim: int,
-    context_dim: int = 0,
-    hidden_dims: Sequence[int] | None = None,
-    count_bins: int = 8,
-    bound: float = 3.0,
-    ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor = "natural",
-) -> Autoregressive:
-    r"""Build a spline :class:`~pyroflows.transforms.Autoregressive` layer (NSF, AR form).
-
-    :math:`y_i = \mathrm{RQS}(x_i; \theta_i(x_{<i}))`: parallel forward, sequential inverse
-    (``D`` MADE passes, each with the analytic spline inverse).
-
-    References:
-        Durkan et al., "Neural Spline Flows", 2019, arXiv:1906.04032.
-
-    Example:
-        >>> import torch
-        >>> flow = spline_autoregressive(3, count_bins=4, hidden_dims=[16])
-        >>> flow(torch.zeros(5, 3)).shape
-        torch.Size([5, 3])
-    """
-    return Autoregressive(
-        input_dim, context_dim, hidden_dims, RationalQuadraticSpline(count_bins, bound), ordering
-    )

@@ -1,27 +1,24 @@
-r"""Neural autoregressive flows (Huang et al. 2018): the deep sigmoidal transformer.
+r"""The deep sigmoidal transformer of neural autoregressive flows (Huang et al. 2018).
 
 A neural autoregressive flow (NAF) is an :class:`~pyroflows.transforms.Autoregressive` layer
 whose element-wise map is a small monotone neural network, the *deep sigmoidal flow* (DSF)
 :class:`DeepSigmoid`, with its weights produced per dimension by the MADE conditioner. It is a
 universal approximator of monotone maps, at the price of a numerical inverse.
-:func:`neural_autoregressive` builds one layer, :func:`~pyroflows.transforms.naf` a stack.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._root import RootFinder
-from .autoregressive import Autoregressive
-from .transformers import ElementwiseTransformer
+from ...nn.functional import clamp_in_value, inverse_softplus
+from .._root import RootFinder
+from .base import ElementwiseTransformer
 
-__all__ = ["DeepSigmoid", "neural_autoregressive"]
+__all__ = ["DeepSigmoid"]
 
 # One DSF sublayer's tensors, each (..., K, d): a, log a, b, log w.
 _Sublayer = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -30,22 +27,10 @@ _Sublayer = tuple[Tensor, Tensor, Tensor, Tensor]
 _LOG_SLOPE_MIN, _LOG_SLOPE_MAX = -5.0, 3.0
 
 
-def _inverse_softplus(value: float) -> float:
-    return math.log(math.expm1(value))
-
-
 _RAW_SLOPE_RANGE = (
-    _inverse_softplus(math.exp(_LOG_SLOPE_MIN)),
-    _inverse_softplus(math.exp(_LOG_SLOPE_MAX)),
+    inverse_softplus(math.exp(_LOG_SLOPE_MIN)),
+    inverse_softplus(math.exp(_LOG_SLOPE_MAX)),
 )
-
-
-def _clamp_in_value(value: Tensor, low: float | Tensor, high: float | Tensor) -> Tensor:
-    """Clamp the value to ``[low, high]``; the gradient passes unchanged (as in ``Affine``)."""
-    clamped = value.clamp(low, high)
-    if not value.requires_grad:  # no autograd: skip the two ops of the pass-through
-        return clamped
-    return value + (clamped - value).detach()
 
 
 def _softplus(x: Tensor) -> Tensor:
@@ -195,7 +180,7 @@ class DeepSigmoid(ElementwiseTransformer):
         count = self.hidden_units
         offsets = (2 * torch.arange(count, dtype=torch.float64) + 1 - count) / count
         slope = 1 / (4 * (torch.sigmoid(offsets) * torch.sigmoid(-offsets)).mean())
-        raw_slope = torch.full((count,), _inverse_softplus(float(slope)), dtype=torch.float64)
+        raw_slope = torch.full((count,), inverse_softplus(float(slope)), dtype=torch.float64)
         block = torch.stack([raw_slope, torch.zeros(count, dtype=torch.float64), offsets])
         params = block.repeat(self.depth, 1).reshape(self.params_per_dim, 1).expand(-1, dim)
         return params.to(torch.get_default_dtype()).clone()
@@ -206,10 +191,10 @@ class DeepSigmoid(ElementwiseTransformer):
         sublayers = []
         for block in blocks:
             raw_slope, raw_weight, offset = block.unbind(-3)
-            slope = F.softplus(_clamp_in_value(raw_slope, *_RAW_SLOPE_RANGE))
+            slope = F.softplus(clamp_in_value(raw_slope, *_RAW_SLOPE_RANGE))
             # Transition points -b/a in [-bound, bound]: b clamped to [-bound a, bound a].
             limit = self.bound * slope.detach()
-            offset = _clamp_in_value(offset, -limit, limit)
+            offset = clamp_in_value(offset, -limit, limit)
             sublayers.append((slope, slope.log(), offset, torch.log_softmax(raw_weight, dim=-2)))
         return sublayers
 
@@ -247,48 +232,3 @@ class DeepSigmoid(ElementwiseTransformer):
         lower, upper = self._bracket(y, sublayers)
         x = self.root_finder(value_and_slope, y, lower, upper)
         return x, self._map(x, sublayers)[1]
-
-
-def neural_autoregressive(
-    input_dim: int,
-    context_dim: int = 0,
-    hidden_dims: Sequence[int] | None = None,
-    hidden_units: int = 16,
-    depth: int = 1,
-    ordering: Literal["natural", "reverse", "random"] | Sequence[int] | Tensor = "natural",
-    root_finder: RootFinder | None = None,
-) -> Autoregressive:
-    r"""Build a neural autoregressive :class:`~pyroflows.transforms.Autoregressive` layer.
-
-    :math:`y_i = \mathrm{DSF}(x_i; \theta_i(x_{<i}, c))` with the deep sigmoidal flow of
-    :class:`DeepSigmoid` (``hidden_units`` :math:`K`, ``depth`` :math:`L`):
-
-    .. math::
-        y_i = \sigma^{-1}\Big(\sum_k w_{ik} \sigma(a_{ik} x_i + b_{ik})\Big), \qquad
-        \log|\det J| = \sum_i \log \frac{\partial y_i}{\partial x_i},
-
-    :math:`3KL` parameters per dimension from the MADE conditioner (default hidden sizes
-    ``[max(32, 4 D)] * 2``). The forward map is one MADE pass (:math:`O(D H K L)` per sample,
-    log-det on the way, as an IAF); the inverse is :math:`D` sequential MADE passes, each
-    followed by a root-find (``root_finder``, default tolerance ``eps ** 0.75``, 100
-    iterations, an error if that is not enough). Use ``.inv`` for a density model (the NAF
-    of the paper, MAF direction), as :func:`~pyroflows.transforms.naf` does. Starts close to
-    the identity (see :meth:`DeepSigmoid.identity_params`).
-
-    References:
-        Huang, Krueger, Lacoste & Courville, "Neural Autoregressive Flows", 2018,
-        arXiv:1804.00779.
-
-    Example:
-        >>> import torch
-        >>> _ = torch.manual_seed(0)
-        >>> flow = neural_autoregressive(3, hidden_dims=[16], hidden_units=8)
-        >>> x = torch.randn(4, 3)
-        >>> y = flow(x)
-        >>> bool(torch.allclose(flow.inv(y.clone()), x, atol=1e-4))
-        True
-    """
-    transformer = DeepSigmoid(hidden_units, depth, root_finder)
-    return Autoregressive(
-        input_dim, context_dim, hidden_dims, transformer=transformer, ordering=ordering
-    )
