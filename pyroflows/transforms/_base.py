@@ -372,8 +372,9 @@ class FlowView(_CachedPasses, TransformModule):
     r"""A :class:`FlowModule` seen as a plain transform: at a fixed context, or with another cache.
 
     The map is the flow's, :math:`x \mapsto f(x; \theta(c))` at the view's context :math:`c`
-    (if any); it shares the flow's parameters. ``flow.with_cache(0)`` returns one with ``context=None``;
-    :class:`ConditionedFlow` (``flow.condition(context)``) is the view at a context.
+    (if any); it shares the flow's parameters. ``flow.with_cache(0)`` returns one with
+    ``context=None``; :class:`ConditionedFlow` (``flow.condition(context)``) is the view at a
+    context.
 
     Example:
         >>> import torch
