@@ -80,19 +80,16 @@ def adam_group_options(parameters: list[Tensor]) -> dict[str, Any]:
 def adam(
     parameters: list[Tensor],
     lr: float,
-    *,
-    decoupled: bool = False,
-    weight_decay: float | None = None,
+    kind: type[torch.optim.Optimizer] = torch.optim.Adam,
+    **options: Any,
 ) -> torch.optim.Optimizer:
-    """Adam (AdamW when ``decoupled``), fused where :func:`adam_kernel_options` allows.
+    """``kind(parameters, lr=lr, **options)`` (Adam or AdamW), fused where torch allows it.
 
     Example:
-        >>> optimizer = adam([torch.zeros(2, requires_grad=True)], 1e-3, decoupled=True)
+        >>> optimizer = adam([torch.zeros(2, requires_grad=True)], 1e-3, torch.optim.AdamW)
         >>> type(optimizer).__name__, optimizer.defaults["fused"]
         ('AdamW', True)
     """
-    options = {} if weight_decay is None else {"weight_decay": weight_decay}
-    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
     return kind(parameters, lr=lr, **options, **adam_kernel_options(parameters))
 
 
@@ -138,7 +135,7 @@ class LearningRate:
         """The learning rate of step ``step``."""
         if not self.cosine:
             return self.lr
-        return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / self.total_steps))
+        return self.lr * (0.5 * (1.0 + math.cos(math.pi * step / self.total_steps)))
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
         """Set every parameter group's learning rate to that of ``step`` (no-op if constant)."""
@@ -195,7 +192,7 @@ class NonFiniteGuard:
       :meth:`sync`, which then raises naming the first bad step.
 
     Args:
-        optimizer: the optimizer whose steps are guarded.
+        optimizer: the optimizer whose steps are guarded (``None``: no steps, only checks).
         device: where the loss and gradients live.
         describe: ``describe(step, loss, norm)`` returns the error message for the first bad
             ``step`` (as passed to :meth:`check`); ``loss`` and ``norm`` are ``None`` when
@@ -215,7 +212,7 @@ class NonFiniteGuard:
 
     def __init__(
         self,
-        optimizer: torch.optim.Optimizer,
+        optimizer: torch.optim.Optimizer | None,
         device: torch.device,
         describe: Callable[[int, float | None, float | None], str],
         check_every: int | None = None,

@@ -423,8 +423,10 @@ def fit(
     the training rows (unless resuming), so the flow sees zero-mean, unit-variance data.
 
     **Non-finite losses.** A NaN/inf loss or gradient stops training with
-    :class:`NonFiniteLossError` naming the epoch and step, before any update is applied, so
-    the model keeps its last good parameters.
+    :class:`NonFiniteLossError` naming the epoch and step; that update is never applied, so
+    the model keeps its last good parameters. On a GPU the check runs on the device (fused
+    Adam skips a flagged update there) and is read back every 50 steps and at each epoch's
+    end, so that the loop never waits for the GPU at every step.
 
     **Checkpoints.** With ``checkpoint`` (a file path) the full training state (model,
     optimizer, scheduler, RNG states, epoch, position in the epoch, best parameters, history,
@@ -486,7 +488,8 @@ def fit(
     if ranks.world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(model)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = adam(parameters, lr, decoupled=bool(weight_decay), weight_decay=weight_decay)
+    kind = torch.optim.AdamW if weight_decay else torch.optim.Adam
+    optimizer = adam(parameters, lr, kind, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(parts.train) / batch_size)
     # The schedule spans all epochs even when max_steps stops the run sooner: a run stopped
     # by max_steps and resumed follows the same learning rates as one that never stopped.
