@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .distributions import Flow
+if TYPE_CHECKING:  # imported by load_model only: the IO here needs no model classes
+    from .distributions import Flow
 
 __all__ = ["CheckpointMismatchError", "load_checkpoint", "load_model", "save_checkpoint"]
 
@@ -94,7 +95,7 @@ def check_config(expected: dict[str, Any] | None, found: dict[str, Any] | None, 
         )
 
 
-def load_state(model: Flow, state: dict[str, Any], source: str) -> None:
+def load_state(model: torch.nn.Module, state: dict[str, Any], source: str) -> None:
     """``model.load_state_dict(state)`` with a clear error on any mismatch."""
     try:
         model.load_state_dict(state)
@@ -112,6 +113,7 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> Flow:
 
     Example:
         >>> import tempfile, pathlib, torch
+        >>> from pyroflows.distributions import Flow
         >>> model = Flow.build("realnvp", 2, num_layers=2)
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt"
         >>> _ = save_checkpoint(path, {"config": model.config, "model": model.state_dict()})
@@ -119,6 +121,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> Flow:
         >>> bool(torch.equal(load_model(path).log_prob(x), model.log_prob(x)))
         True
     """
+    from .distributions import Flow
+
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"

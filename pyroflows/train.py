@@ -17,30 +17,30 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch import distributed as torch_dist
 
+from ._training import (
+    LearningRate,
+    NonFiniteGuard,
+    NonFiniteLossError,
+    adam,
+    gradient_norm,
+    progress_bar,
+    restore_training,
+    training_payload,
+)
 from .checkpoint import check_config, load_checkpoint, load_state, save_checkpoint
 from .distributions import Flow
 
 __all__ = ["History", "NonFiniteLossError", "fit", "resolve_device", "validate_data"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training met a NaN or infinite loss or gradient; the model keeps its last good state.
-
-    Example:
-        >>> issubclass(NonFiniteLossError, FloatingPointError)
-        True
-    """
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -151,23 +151,34 @@ def _distributed_setup(device: torch.device) -> _Distributed:
     return _Distributed()
 
 
-def _rng_states() -> dict[str, Any]:
-    state = np.random.get_state()  # noqa: NPY002 (the global state, saved as it is)
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [state[0], torch.from_numpy(state[1].astype(np.int64)), *state[2:]],
-        "python": random.getstate(),
-    }
+@dataclass
+class _Data:
+    """Training rows and contexts, and validation rows and contexts (or ``None``)."""
+
+    train: Tensor
+    context: Tensor | None
+    val: Tensor | None
+    val_context: Tensor | None
+
+    def to(self, device: torch.device) -> _Data:
+        parts = (self.train, self.context, self.val, self.val_context)
+        return _Data(*(None if part is None else part.to(device) for part in parts))
 
 
-def _set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
-    random.setstate(states["python"])
+def _prepare_data(model, data, context, val_data, val_context, val_fraction, seed) -> _Data:
+    """Check the rows and contexts; split off validation rows when none are given."""
+    data = validate_data(data, model.input_dim)
+    if model.context_dim:
+        if context is None:
+            raise ValueError(f"the model is conditional: pass context (N, {model.context_dim})")
+        context = validate_data(context, model.context_dim, "context")
+        if len(context) != len(data):
+            raise ValueError(f"context has {len(context)} rows, data has {len(data)}")
+    if val_data is None and val_fraction > 0:
+        return _Data(*_split(data, context, val_fraction, seed))
+    if val_data is not None:
+        val_data = validate_data(val_data, model.input_dim, "val_data")
+    return _Data(data, context, val_data, val_context)
 
 
 def _split(data: Tensor, context: Tensor | None, fraction: float, seed: int):
@@ -191,14 +202,6 @@ def _epoch_order(count: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def _make_scheduler(optimizer, schedule: str | None, total_steps: int):
-    if schedule is None or schedule == "constant":
-        return None
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    raise ValueError(f"schedule must be 'cosine', 'constant' or None, got {schedule!r}")
-
-
 @torch.no_grad()
 def _mean_nll(model: Flow, data: Tensor, context: Tensor | None, batch_size: int) -> float:
     total = torch.zeros((), dtype=torch.float64, device=data.device)
@@ -208,22 +211,176 @@ def _mean_nll(model: Flow, data: Tensor, context: Tensor | None, batch_size: int
     return float(total) / len(data)
 
 
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+def _copy_state(model: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _adam_kernel_options(parameters: list[Tensor]) -> dict[str, bool]:
-    """``{"fused": True}`` when every tensor is a real float on one CPU or CUDA device.
+_POSITION = ("epoch", "batch", "step", "best", "since_best", "loss_sum", "loss_rows")
 
-    Fused Adam/AdamW updates all tensors in a few kernels (a per-tensor loop costs a
-    noticeable share of a small step); elsewhere torch's default implementation is kept.
-    """
-    devices = {p.device for p in parameters}
-    fusable = (
-        len(devices) == 1
-        and next(iter(devices)).type in ("cpu", "cuda")
-        and all(p.dtype in _FUSED_DTYPES for p in parameters)
+
+@dataclass
+class _RunState:
+    """Where a :func:`fit` run stands: all a resume needs besides the model and optimizer."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # steps taken in the current epoch
+    step: int = 0  # steps taken in the run
+    best: float = math.inf  # best validation (or training) NLL so far
+    since_best: int = 0  # epochs since then
+    loss_sum: float = 0.0  # summed loss of the current epoch's rows
+    loss_rows: int = 0
+    best_model: dict[str, Tensor] = field(default_factory=dict)
+    history: History = field(default_factory=History)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint entries ``state``, ``best_model`` and ``history``."""
+        return {
+            "state": {name: getattr(self, name) for name in _POSITION},
+            "best_model": self.best_model,
+            "history": self.history.to_dict(),
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Take the entries :meth:`state_dict` wrote from a checkpoint."""
+        for name in _POSITION:
+            setattr(self, name, saved["state"][name])
+        self.best_model = saved["best_model"]
+        self.history = History(**saved["history"])
+
+
+@dataclass
+class _Loop:
+    """The fixed parts of a :func:`fit` run."""
+
+    model: Flow
+    trained: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    parameters: list[Tensor]  # listed once, not per step
+    optimizer: torch.optim.Optimizer
+    rate: LearningRate
+    guard: NonFiniteGuard
+    data: _Data
+    ranks: _Distributed
+    batch_size: int
+    clip_grad_norm: float | None
+    patience: int | None
+    seed: int
+    steps_per_epoch: int
+    max_steps: int | None
+    checkpoint: Path | None
+    checkpoint_every: int
+    settings: dict[str, Any]
+
+    def out_of_steps(self, state: _RunState) -> bool:
+        return self.max_steps is not None and state.step >= self.max_steps
+
+    def save(self, state: _RunState) -> None:
+        """Write the checkpoint (rank 0), once the steps taken are known to be good."""
+        self.guard.sync()
+        if self.checkpoint is None or not self.ranks.main:
+            return
+        payload = training_payload(
+            self.optimizer,
+            config=self.model.config,
+            model=self.model.state_dict(),
+            scheduler=self.rate.state_dict(state.step),
+            settings=self.settings,
+            **state.state_dict(),
+        )
+        save_checkpoint(self.checkpoint, payload)
+
+
+def _resume(path: Path | None, model: Flow, optimizer, state: _RunState, device) -> None:
+    """Load the model, optimizer, RNG states and run state saved at ``path``."""
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"resume=True but there is no checkpoint at {path}")
+    saved = load_checkpoint(path, map_location=device)
+    check_config(model.config, saved.get("config"), str(path))
+    load_state(model, saved["model"], str(path))
+    restore_training(saved, optimizer)
+    state.load_state_dict(saved)
+
+
+def _non_finite_message(steps_per_epoch: int, step: int, loss, norm) -> str:
+    shown = ""
+    if loss is not None:
+        shown = f" (loss {loss:.4g}" + ("" if norm is None else f", gradient norm {norm:.4g}") + ")"
+    return (
+        f"non-finite loss or gradient at epoch {step // steps_per_epoch + 1}, step {step + 1}"
+        f"{shown}; the update was not applied, the model keeps its last good parameters. "
+        "Lower lr, or check the data."
     )
-    return {"fused": True} if fusable else {}
+
+
+def _step(loop: _Loop, rows: Tensor, step: int) -> Tensor:
+    """One optimizer step on the global batch ``rows``; returns this rank's loss tensor."""
+    local = rows[loop.ranks.rank :: loop.ranks.world]
+    context = None if loop.data.context is None else loop.data.context[local]
+    loop.optimizer.zero_grad(set_to_none=True)
+    log_prob = loop.trained(loop.data.train[local], context)
+    loss = -log_prob.sum() * (loop.ranks.world / len(rows))
+    loss.backward()
+    loop.guard.check(loss, gradient_norm(loop.parameters, loop.clip_grad_norm), step)
+    loop.optimizer.step()
+    return loss
+
+
+def _train_epoch(loop: _Loop, state: _RunState, bar) -> bool:
+    """Take the current epoch's remaining steps; ``False`` if ``max_steps`` cut it short."""
+    device = loop.data.train.device
+    order = _epoch_order(len(loop.data.train), loop.seed, state.epoch).to(device)
+    # The epoch's loss is summed on the device and read at checkpoints and the epoch's end.
+    running = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
+    postfix_every = max(10, loop.guard.check_every)
+    while state.batch < loop.steps_per_epoch and not loop.out_of_steps(state):
+        start = state.batch * loop.batch_size
+        rows = order[start : start + loop.batch_size]
+        loss = _step(loop, rows, state.step)
+        running += loss.detach().double() * len(rows) / loop.ranks.world
+        state.loss_rows += len(rows)
+        state.batch += 1
+        state.step += 1
+        loop.rate.apply(loop.optimizer, state.step)
+        if bar is not None:
+            bar.update(1)
+            if state.step % postfix_every == 0:
+                bar.set_postfix(nll=f"{float(running) / state.loss_rows:.4f}")
+        if loop.checkpoint is not None and state.step % loop.checkpoint_every == 0:
+            state.loss_sum = float(running)
+            loop.save(state)
+    state.loss_sum = float(running)
+    return state.batch == loop.steps_per_epoch
+
+
+def _end_epoch(loop: _Loop, state: _RunState, started: float, bar) -> bool:
+    """Validation, history, best parameters and checkpoint; ``True`` when patience ran out."""
+    loop.guard.sync()
+    state.epoch += 1
+    state.batch = 0
+    train_nll = state.loss_sum / max(state.loss_rows, 1)
+    state.loss_sum, state.loss_rows = 0.0, 0
+    val_nll = math.nan
+    if loop.data.val is not None:
+        loop.model.eval()
+        val_nll = _mean_nll(loop.model, loop.data.val, loop.data.val_context, 4 * loop.batch_size)
+        loop.model.train()
+    history = state.history
+    history.epoch.append(state.epoch)
+    history.train_nll.append(train_nll)
+    history.val_nll.append(val_nll)
+    history.lr.append(loop.optimizer.param_groups[0]["lr"])
+    history.seconds.append(time.perf_counter() - started)
+    score = val_nll if loop.data.val is not None else train_nll
+    if score < state.best:
+        state.best, state.since_best = score, 0
+        state.best_model = _copy_state(loop.model)
+        history.best_epoch = state.epoch
+    else:
+        state.since_best += 1
+    if bar is not None:
+        bar.set_postfix(nll=f"{train_nll:.4f}", val=f"{val_nll:.4f}")
+    if loop.checkpoint is not None:
+        loop.save(state)
+    return loop.patience is not None and state.since_best >= loop.patience
 
 
 def fit(
@@ -266,8 +423,10 @@ def fit(
     the training rows (unless resuming), so the flow sees zero-mean, unit-variance data.
 
     **Non-finite losses.** A NaN/inf loss or gradient stops training with
-    :class:`NonFiniteLossError` naming the epoch and step, before any update is applied, so
-    the model keeps its last good parameters.
+    :class:`NonFiniteLossError` naming the epoch and step; that update is never applied, so
+    the model keeps its last good parameters. On a GPU the check runs on the device (fused
+    Adam skips a flagged update there) and is read back every 50 steps and at each epoch's
+    end, so that the loop never waits for the GPU at every step.
 
     **Checkpoints.** With ``checkpoint`` (a file path) the full training state (model,
     optimizer, scheduler, RNG states, epoch, position in the epoch, best parameters, history,
@@ -314,17 +473,7 @@ def fit(
         (3, True)
     """
     device = resolve_device(device)
-    data = validate_data(data, model.input_dim)
-    if model.context_dim:
-        if context is None:
-            raise ValueError(f"the model is conditional: pass context (N, {model.context_dim})")
-        context = validate_data(context, model.context_dim, "context")
-        if len(context) != len(data):
-            raise ValueError(f"context has {len(context)} rows, data has {len(data)}")
-    if val_data is None and val_fraction > 0:
-        data, context, val_data, val_context = _split(data, context, val_fraction, seed)
-    elif val_data is not None:
-        val_data = validate_data(val_data, model.input_dim, "val_data")
+    parts = _prepare_data(model, data, context, val_data, val_context, val_fraction, seed)
     if batch_size < 1 or epochs < 1:
         raise ValueError(f"batch_size and epochs must be positive, got {batch_size}, {epochs}")
 
@@ -332,161 +481,62 @@ def fit(
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ranks.rank)))
     if standardize and not resume:
-        model.standardize_with(data)
+        model.standardize_with(parts.train)
     model.to(device)
-    data = data.to(device)
-    context = None if context is None else context.to(device)
-    if val_data is not None:
-        val_data = val_data.to(device)
-        val_context = None if val_context is None else val_context.to(device)
-
+    parts = parts.to(device)
     trained = model
     if ranks.world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(model)
-    optimizer_class = torch.optim.AdamW if weight_decay else torch.optim.Adam
-    parameters = [p for p in model.parameters() if p.requires_grad]  # listed once, not per step
-    optimizer = optimizer_class(
-        parameters, lr=lr, weight_decay=weight_decay, **_adam_kernel_options(parameters)
-    )
-    steps_per_epoch = math.ceil(len(data) / batch_size)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    kind = torch.optim.AdamW if weight_decay else torch.optim.Adam
+    optimizer = adam(parameters, lr, kind, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(parts.train) / batch_size)
     # The schedule spans all epochs even when max_steps stops the run sooner: a run stopped
     # by max_steps and resumed follows the same learning rates as one that never stopped.
-    scheduler = _make_scheduler(optimizer, schedule, epochs * steps_per_epoch)
-    total_steps = epochs * steps_per_epoch if max_steps is None else max_steps
+    rate = LearningRate(lr, schedule, epochs * steps_per_epoch)
 
-    history = History()
-    # Position in the run and the running loss of the current epoch: all a resume needs.
-    state = {
-        "epoch": 0,
-        "batch": 0,
-        "step": 0,
-        "best": math.inf,
-        "since_best": 0,
-        "loss_sum": 0.0,
-        "loss_rows": 0,
-    }
-    best_params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    state = _RunState(best_model=_copy_state(model))
+    path = None if checkpoint is None else Path(checkpoint)
     if resume:
-        if checkpoint is None or not checkpoint.is_file():
-            raise FileNotFoundError(f"resume=True but there is no checkpoint at {checkpoint}")
-        saved = load_checkpoint(checkpoint, map_location=device)
-        check_config(model.config, saved.get("config"), str(checkpoint))
-        load_state(model, saved["model"], str(checkpoint))
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None and saved.get("scheduler") is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        _set_rng_states(saved["rng"])
-        state.update(saved["state"])
-        best_params = saved["best_model"]
-        history = History(**saved["history"])
-
-    def save(path: Path) -> None:
-        if not ranks.main:
-            return
-        save_checkpoint(
-            path,
-            {
-                "config": model.config,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": None if scheduler is None else scheduler.state_dict(),
-                "rng": _rng_states(),
-                "state": dict(state),
-                "best_model": best_params,
-                "history": history.to_dict(),
-                "settings": {"batch_size": batch_size, "lr": lr, "seed": seed},
-            },
-        )
-
-    bar = None
-    if progress and ranks.main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, initial=state["step"], unit="step", dynamic_ncols=True)
-    started = time.perf_counter() - (history.seconds[-1] if history.seconds else 0.0)
-    every = checkpoint_every or steps_per_epoch
+        _resume(path, model, optimizer, state, device)
+    rate.apply(optimizer, state.step)
+    loop = _Loop(
+        model=model,
+        trained=trained,
+        parameters=parameters,
+        optimizer=optimizer,
+        rate=rate,
+        guard=NonFiniteGuard(optimizer, device, partial(_non_finite_message, steps_per_epoch)),
+        data=parts,
+        ranks=ranks,
+        batch_size=batch_size,
+        clip_grad_norm=clip_grad_norm,
+        patience=patience,
+        seed=seed,
+        steps_per_epoch=steps_per_epoch,
+        max_steps=max_steps,
+        checkpoint=path,
+        checkpoint_every=checkpoint_every or steps_per_epoch,
+        settings={"batch_size": batch_size, "lr": lr, "seed": seed},
+    )
+    total_steps = epochs * steps_per_epoch if max_steps is None else max_steps
+    bar = progress_bar(progress and ranks.main, total_steps, initial=state.step)
+    started = time.perf_counter() - (state.history.seconds[-1] if state.history.seconds else 0.0)
     model.train()
     try:
-        while state["epoch"] < epochs and (max_steps is None or state["step"] < max_steps):
-            order = _epoch_order(len(data), seed, state["epoch"]).to(device)
-            while state["batch"] < steps_per_epoch:
-                if max_steps is not None and state["step"] >= max_steps:
-                    break
-                start = state["batch"] * batch_size
-                rows = order[start : start + batch_size]
-                local = rows[ranks.rank :: ranks.world]
-                ctx = None if context is None else context[local]
-                optimizer.zero_grad(set_to_none=True)
-                log_prob = trained(data[local], ctx)
-                loss = -log_prob.sum() * (ranks.world / len(rows))
-                loss.backward()
-                norm = (
-                    torch.nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
-                    if clip_grad_norm is not None
-                    else torch.zeros((), device=device)
-                )
-                batch_loss = float(loss.detach()) * len(rows) / ranks.world
-                if not math.isfinite(batch_loss + float(norm)):
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient at epoch {state['epoch'] + 1}, "
-                        f"step {state['step'] + 1} (loss {batch_loss:.4g}, gradient norm "
-                        f"{float(norm):.4g}); the update was not applied, the model keeps "
-                        "its last good parameters. Lower lr, or check the data."
-                    )
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                state["loss_sum"] += batch_loss
-                state["loss_rows"] += len(rows)
-                state["batch"] += 1
-                state["step"] += 1
-                if bar is not None:
-                    bar.update(1)
-                    if state["step"] % 10 == 0:
-                        bar.set_postfix(nll=f"{state['loss_sum'] / state['loss_rows']:.4f}")
-                if checkpoint is not None and state["step"] % every == 0:
-                    save(checkpoint)
-            if state["batch"] < steps_per_epoch:
+        while state.epoch < epochs and not loop.out_of_steps(state):
+            if not _train_epoch(loop, state, bar):
                 break  # max_steps reached mid-epoch
-            state["epoch"] += 1
-            state["batch"] = 0
-            train_nll = state["loss_sum"] / max(state["loss_rows"], 1)
-            state["loss_sum"], state["loss_rows"] = 0.0, 0
-            model.eval()
-            val_nll = (
-                _mean_nll(model, val_data, val_context, 4 * batch_size)
-                if val_data is not None
-                else math.nan
-            )
-            model.train()
-            history.epoch.append(state["epoch"])
-            history.train_nll.append(train_nll)
-            history.val_nll.append(val_nll)
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            history.seconds.append(time.perf_counter() - started)
-            score = val_nll if val_data is not None else train_nll
-            if score < state["best"]:
-                state["best"], state["since_best"] = score, 0
-                best_params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                history.best_epoch = state["epoch"]
-            else:
-                state["since_best"] += 1
-            if bar is not None:
-                bar.set_postfix(nll=f"{train_nll:.4f}", val=f"{val_nll:.4f}")
-            if checkpoint is not None:
-                save(checkpoint)
-            if patience is not None and state["since_best"] >= patience:
-                history.stopped_early = True
+            if _end_epoch(loop, state, started, bar):
+                state.history.stopped_early = True
                 break
     finally:
         if bar is not None:
             bar.close()
         if ranks.owned:
             torch_dist.destroy_process_group()
-    if checkpoint is not None:
-        save(checkpoint)  # the training state as it stands, so that a resume continues it
-    if history.best_epoch is not None:
-        model.load_state_dict(best_params)
+    loop.save(state)  # the training state as it stands, so that a resume continues it
+    if state.history.best_epoch is not None:
+        model.load_state_dict(state.best_model)
     model.eval()
-    return history
+    return state.history

@@ -14,6 +14,7 @@ from .diagnostics import ImportanceDiagnostics, importance_diagnostics
 from .posterior import FlowPosterior
 from .samples import posterior_samples, samples_to_inference_data, to_inference_data
 from .svi import ElboTrace, train_guide
+from .svi import NonFiniteLossError as NonFiniteLossError  # raised by train_guide
 
 __all__ = [
     "AmortizedFlow",

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,8 +31,18 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import Tensor
 
+from .._training import (
+    LearningRate,
+    NonFiniteGuard,
+    NonFiniteLossError,
+    adam,
+    adam_group_options,
+    gradient_norm,
+    progress_bar,
+    restore_training,
+    training_payload,
+)
 from ..checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
-from ..train import NonFiniteLossError, _adam_kernel_options, _rng_states, _set_rng_states
 
 __all__ = ["ElboTrace", "NonFiniteLossError", "train_guide"]
 
@@ -127,15 +138,8 @@ def _make_optimizer(optimizer, params: list[Tensor], lr: float) -> torch.optim.O
                 f"optimizer must be one of {sorted(_OPTIMIZERS)} or an optimizer class, "
                 f"got {optimizer!r}"
             )
-        return _OPTIMIZERS[optimizer.lower()](params, lr=lr, **_adam_kernel_options(params))
+        return adam(params, lr, _OPTIMIZERS[optimizer.lower()])
     return optimizer(params, lr=lr)
-
-
-def _add_params(optim: torch.optim.Optimizer, params: list[Tensor], tuned: bool) -> None:
-    group: dict[str, Any] = {"params": params}
-    if tuned:  # our own Adam: fused (or torch's default) for the new tensors on their own
-        group.update({"fused": False, "foreach": None, **_adam_kernel_options(params)})
-    optim.add_param_group(group)
 
 
 def _loss_value(value) -> tuple[float, bool]:
@@ -159,9 +163,58 @@ def _callable_loss_and_grads(loss: Callable) -> Callable:
     return loss_and_grads
 
 
-def _grad_norm(params: Iterable[Tensor]) -> Tensor | None:
-    grads = [p.grad for p in params if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads, foreach=True) if grads else None
+class _Parameters:
+    """The unconstrained tensors a run trains, found as :class:`pyro.infer.SVI` finds them.
+
+    :meth:`discover` evaluates the loss under a parameter-only trace; :meth:`added` then
+    returns the parameters created since, by watching the size of Pyro's parameter store.
+    """
+
+    def __init__(self) -> None:
+        self.store = pyro.get_param_store()
+        self.tensors: list[Tensor] = []
+        self._known: set[str] = set()
+
+    def discover(self, evaluate: Callable[[], Any]) -> Any:
+        """Run ``evaluate()`` and collect every parameter it touched; return its value."""
+        with poutine.trace(param_only=True) as capture:
+            value = evaluate()
+        sites = capture.trace.nodes.values()
+        found = [site["value"].unconstrained() for site in sites if site["type"] == "param"]
+        self.tensors = list({id(t): t for t in found}.values())
+        self._known = set(self.store.keys())
+        return value
+
+    def added(self) -> list[Tensor]:
+        """Parameters created since the last call (appended to :attr:`tensors`)."""
+        if len(self.store) == len(self._known):
+            return []
+        names = [name for name in self.store.keys() if name not in self._known]
+        self._known = set(self.store.keys())
+        new = [self.store.get_param(name).unconstrained() for name in names]
+        self.tensors.extend(new)
+        return new
+
+    def names(self) -> list[str]:
+        """The Pyro names of :attr:`tensors`, in order."""
+        names = {id(value): name for name, value in self.store.named_parameters()}
+        return [names[id(p)] for p in self.tensors]
+
+
+def _non_finite_message(num_steps: int, step: int, loss, norm) -> str:
+    shown = ""
+    if loss is not None:
+        shown = f" (loss {loss:.4g}" + ("" if norm is None else f", gradient norm {norm:.4g}") + ")"
+    return (
+        f"non-finite loss or gradient at step {step} of {num_steps}{shown}; the update was not "
+        "applied, the parameters keep their last good values. Lower lr, set clip_grad_norm, "
+        "or check the model and guide."
+    )
+
+
+def _guard(optim: torch.optim.Optimizer | None, params: list[Tensor], num_steps: int):
+    device = params[0].device if params else torch.device("cpu")
+    return NonFiniteGuard(optim, device, partial(_non_finite_message, num_steps))
 
 
 def train_guide(
@@ -206,8 +259,10 @@ def train_guide(
     and is first *used* on a later step is not picked up: create it on the first step.
 
     **Non-finite losses.** A NaN/inf loss or gradient raises
-    :class:`~pyroflows.train.NonFiniteLossError` naming the step, before that step's update,
-    so the parameters keep their last good values.
+    :class:`~pyroflows.train.NonFiniteLossError` naming the step; that update is never
+    applied, so the parameters keep their last good values. With fused Adam on a GPU the
+    gradient check runs on the device and is read back every 50 steps and at checkpoints, so
+    the steps after a bad one (skipped on the device) may still reach ``callback``.
 
     Args:
         model: Pyro model.
@@ -288,8 +343,7 @@ def train_guide(
         raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint file to resume from")
-    if schedule not in (None, "constant", "cosine"):
-        raise ValueError(f"schedule must be 'cosine', 'constant' or None, got {schedule!r}")
+    rate = LearningRate(lr, schedule, num_steps)
     if loss is None:
         loss = Trace_ELBO(
             num_particles=num_particles,
@@ -306,77 +360,47 @@ def train_guide(
     if seed is not None:
         pyro.set_rng_seed(seed)
 
-    store = pyro.get_param_store()
-    known_names: set[str] = set()
-    params: list[Tensor] = []
+    def evaluate():
+        return loss_and_grads(model, guide, *args, **kwargs)
+
+    params = _Parameters()
     optim: torch.optim.Optimizer | None = None
     trace = ElboTrace()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_steps, unit="step", dynamic_ncols=True)
     first_step = 1
     if resume and checkpoint is not None and Path(checkpoint).exists():
-        with poutine.trace(param_only=True) as capture:  # creates the parameters
-            loss_and_grads(model, guide, *args, **kwargs)
-        params = list({id(t): t for t in _unconstrained(capture.trace.nodes.values())}.values())
-        known_names = set(store.keys())
-        optim = _make_optimizer(optimizer, params, lr) if params else None
-        trace, first_step = _restore(checkpoint, store, params, optim)
+        params.discover(evaluate)  # creates the parameters
+        optim = _make_optimizer(optimizer, params.tensors, lr) if params.tensors else None
+        trace, first_step = _restore(checkpoint, params, optim)
+    guard = _guard(optim, params.tensors, num_steps)
+    bar = progress_bar(progress, num_steps, initial=first_step - 1)
     started = time.perf_counter() - (trace.seconds[-1] if trace.seconds else 0.0)
-    if bar is not None:
-        bar.update(first_step - 1)
 
     def save(step: int) -> None:
+        guard.sync()  # only good steps are saved
         if checkpoint is not None and optim is not None:
-            save_checkpoint(checkpoint, _run_state(step, store, params, optim, trace))
+            save_checkpoint(checkpoint, _payload(step, params, optim, trace))
 
     try:
         for step in range(first_step, num_steps + 1):
-            if optim is None:
-                # As SVI.step: a parameter-only trace of the loss finds every parameter.
-                with poutine.trace(param_only=True) as capture:
-                    value = loss_and_grads(model, guide, *args, **kwargs)
-                found = {id(t): t for t in _unconstrained(capture.trace.nodes.values())}
-                params = list(found.values())
-                known_names = set(store.keys())
-                if params:
-                    optim = _make_optimizer(optimizer, params, lr)
+            if optim is None:  # as SVI.step: a parameter-only trace finds every parameter
+                value = params.discover(evaluate)
+                if params.tensors:
+                    optim = _make_optimizer(optimizer, params.tensors, lr)
+                    guard = _guard(optim, params.tensors, num_steps)
             else:
-                value = loss_and_grads(model, guide, *args, **kwargs)
-                if len(store) != len(known_names):  # parameters created on this step
-                    names = [name for name in store.keys() if name not in known_names]
-                    new = [store.get_param(name).unconstrained() for name in names]
-                    known_names = set(store.keys())
-                    if new:
-                        _add_params(optim, new, tuned=isinstance(optimizer, str))
-                        params.extend(new)
+                value = evaluate()
+                new = params.added()
+                if new:
+                    tuned = isinstance(optimizer, str)  # ours: its kernel choice for the new
+                    optim.add_param_group(
+                        {"params": new, **(adam_group_options(new) if tuned else {})}
+                    )
+                    guard.refresh()
             loss_value, finite = _loss_value(value)
-            norm = None
-            if finite and params:  # one foreach norm: ~1% of a small step
-                total = (
-                    torch.nn.utils.clip_grad_norm_(params, clip_grad_norm, foreach=True)
-                    if clip_grad_norm is not None
-                    else _grad_norm(params)
-                )
-                norm = math.nan if total is None else float(total)
-                finite = total is None or math.isfinite(norm)
-            if not finite:
-                for p in params:
-                    p.grad = None
-                shown = "" if norm is None else f", gradient norm {norm:.4g}"
-                raise NonFiniteLossError(
-                    f"non-finite loss or gradient at step {step} of {num_steps} (loss "
-                    f"{loss_value:.4g}{shown}); the update was not applied, the parameters "
-                    "keep their last good values. Lower lr, set clip_grad_norm, or check the "
-                    "model and guide."
-                )
+            norm = gradient_norm(params.tensors, clip_grad_norm) if finite else None
+            guard.check(loss_value if finite else math.nan, norm, step)
             if optim is not None:
-                if schedule == "cosine":
-                    factor = 0.5 * (1.0 + math.cos(math.pi * (step - 1) / num_steps))
-                    for group in optim.param_groups:
-                        group["lr"] = lr * factor
+                rate.apply(optim, step - 1)
                 optim.step()
                 optim.zero_grad(set_to_none=True)
             trace.loss.append(loss_value)
@@ -393,43 +417,41 @@ def train_guide(
                 save(step)
             if stop:
                 break
+    except NonFiniteLossError:
+        for p in params.tensors:
+            p.grad = None
+        raise
     finally:
         if bar is not None:
             bar.close()
     return trace
 
 
-def _param_names(store, params: list[Tensor]) -> list[str]:
-    names = {id(value): name for name, value in store.named_parameters()}
-    return [names[id(p)] for p in params]
+def _payload(step: int, params: _Parameters, optim, trace: ElboTrace) -> dict[str, Any]:
+    names = params.names()
+    return training_payload(
+        optim,
+        format=_CHECKPOINT_FORMAT,
+        step=step,
+        param_names=names,
+        params={name: p.detach().clone() for name, p in zip(names, params.tensors, strict=True)},
+        trace=trace.to_dict(),
+    )
 
 
-def _run_state(step: int, store, params, optim, trace: ElboTrace) -> dict[str, Any]:
-    names = _param_names(store, params)
-    return {
-        "format": _CHECKPOINT_FORMAT,
-        "step": step,
-        "param_names": names,
-        "params": {name: p.detach().clone() for name, p in zip(names, params, strict=True)},
-        "optimizer": optim.state_dict(),
-        "trace": trace.to_dict(),
-        "rng": _rng_states(),
-    }
-
-
-def _restore(path, store, params, optim) -> tuple[ElboTrace, int]:
+def _restore(path, params: _Parameters, optim) -> tuple[ElboTrace, int]:
     """Load a :func:`train_guide` checkpoint into the parameters and the optimizer."""
     saved = load_checkpoint(path)
     if saved.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(f"{path} is not a train_guide checkpoint")
-    names = _param_names(store, params)
+    names = params.names()
     if sorted(names) != sorted(saved["param_names"]):
         raise CheckpointMismatchError(
             f"{path} holds parameters {sorted(saved['param_names'])}, this model and guide "
             f"have {sorted(names)}"
         )
     with torch.no_grad():
-        for name, p in zip(names, params, strict=True):
+        for name, p in zip(names, params.tensors, strict=True):
             value = saved["params"][name]
             if value.shape != p.shape:
                 raise CheckpointMismatchError(
@@ -440,12 +462,7 @@ def _restore(path, store, params, optim) -> tuple[ElboTrace, int]:
             p.grad = None
     if names != saved["param_names"] or optim is None:
         raise CheckpointMismatchError(f"{path} lists the parameters in another order")
-    optim.load_state_dict(saved["optimizer"])
-    _set_rng_states(saved["rng"])
+    restore_training(saved, optim)
     trace = ElboTrace(**saved["trace"])
     trace.stopped_early = False  # a run stopped by its callback goes on when resumed
     return trace, saved["step"] + 1
-
-
-def _unconstrained(sites) -> list[Tensor]:
-    return [site["value"].unconstrained() for site in sites if site["type"] == "param"]
