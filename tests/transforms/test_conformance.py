@@ -13,7 +13,15 @@ import pickle
 import pyro.distributions as dist
 import pytest
 import torch
-from flow_cases import (
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from pyro.distributions.conditional import ConditionalTransformedDistribution
+from torch.distributions import Transform
+
+import pyroflows.transforms as transforms
+from pyroflows.transforms import REGISTRY
+
+from .cases import (
     CASE_IDS,
     CASES,
     as_transform,
@@ -24,13 +32,6 @@ from flow_cases import (
     make_input,
     tolerance,
 )
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-from pyro.distributions.conditional import ConditionalTransformedDistribution
-from torch.distributions import Transform
-
-import pyroflows.transforms as transforms
-from pyroflows.transforms import REGISTRY
 
 DIM = 3
 CONDITIONAL_CASES = [case for case in CASES if case.conditional]
