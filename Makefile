@@ -1,6 +1,9 @@
 # The commands the README names. Each target creates the virtual environment it needs.
 #   make demo   set up, then fit a flow to a built-in 2-D dataset and write demo.png + demo.json
-#   make test   set up with the dev extras, then run the test suite (with doctests)
+#   make test   set up with the dev extras, then run the test suite (with doctests): everything,
+#               as CI runs it
+#   make test-fast  the same without the tests marked `integration` (tutorials, benchmarks,
+#               subprocess and torchrun runs) or `slow` (long statistical fits), for development
 #   make lint   ruff check + ruff format --check
 #   make docs   build the documentation site afresh (-E: the catalogue is generated from the
 #               registry; warnings are errors) into docs/_build/html
@@ -21,8 +24,8 @@ BIN := $(VENV)/bin
 # The notebooks `make tutorials` executes.
 NOTEBOOKS ?= $(wildcard tutorials/*.ipynb)
 
-.PHONY: demo test lint format docs bench tutorials sync-tutorials setup setup-dev setup-docs \
-	setup-tutorials clean
+.PHONY: demo test test-fast lint format docs bench tutorials sync-tutorials setup setup-dev \
+	setup-docs setup-tutorials clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +60,9 @@ demo: setup
 
 test: setup-dev
 	$(BIN)/python -m pytest
+
+test-fast: setup-dev
+	$(BIN)/python -m pytest -m "not integration and not slow"
 
 lint: setup-dev
 	$(BIN)/ruff check .

@@ -1,4 +1,7 @@
-"""fit(): learning, early stopping, non-finite guard, checkpoints, exact resume, distributed."""
+"""fit(): learning, early stopping, non-finite guard, checkpoints, exact resume.
+
+Distributed training (torchrun, 2 processes) is in ``integration/test_ddp.py``.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from pyroflows.data import make_toy
 from pyroflows.distributions import Flow
 from pyroflows.train import NonFiniteLossError, fit, validate_data
 
-WORKER = Path(__file__).with_name("fit_worker.py")
+WORKER = Path(__file__).parent / "integration" / "fit_worker.py"
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
 
 
@@ -142,6 +145,7 @@ def test_resume_after_max_steps_matches_an_uninterrupted_run(tmp_path):
     assert history.val_nll == reference["val_nll"] and history.train_nll == reference["train_nll"]
 
 
+@pytest.mark.integration
 def test_a_killed_run_resumes_to_the_same_parameters(tmp_path):
     """Kill a training process mid-epoch (SIGKILL), resume it in a new process."""
     checkpoint = tmp_path / "killed.pt"
@@ -177,31 +181,6 @@ def test_a_killed_run_resumes_to_the_same_parameters(tmp_path):
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
     straight = torch.load(tmp_path / "straight.pt", weights_only=True)
     _assert_same_state(resumed, straight)
-
-
-def test_two_process_distributed_training_matches_one_process(tmp_path):
-    """torchrun with 2 CPU processes (gloo): DDP, sharded global batches, rank-0 output."""
-    run = [sys.executable, str(WORKER)]
-    subprocess.run(
-        [*run, str(tmp_path / "one.pt"), str(tmp_path / "one_out.pt")], env=ENV, check=True
-    )
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    subprocess.run(
-        [*launcher, str(WORKER), str(tmp_path / "two.pt"), str(tmp_path / "two_out.pt")],
-        env=ENV,
-        check=True,
-        timeout=300,
-    )
-    one = torch.load(tmp_path / "one_out.pt", weights_only=True)
-    two = torch.load(tmp_path / "two_out.pt", weights_only=True)
-    _assert_same_state(two, one, atol=1e-5)
-    # ... and the parameters did move: this is not two untrained models compared
-    assert not torch.equal(
-        one["flow.layers.0.conditioner.0.weight"],
-        _small_model().state_dict()["flow.layers.0.conditioner.0.weight"],
-    )
-    history = load_checkpoint(tmp_path / "two.pt")["history"]
-    assert len(history["epoch"]) == 3
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

@@ -142,6 +142,7 @@ def test_the_agreement_check_sees_an_edited_cell():
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+@pytest.mark.integration
 def test_tutorial_runs_in_smoke_mode(path, tmp_path, monkeypatch):
     nbclient, jupytext = _notebook_tools()
     # the kernel is a child process: it inherits these

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = sorted((Path(__file__).parents[1] / "benchmarks").glob("bench_*.py"))
+pytestmark = pytest.mark.integration
+
+BENCHMARKS = sorted((Path(__file__).parents[2] / "benchmarks").glob("bench_*.py"))
 
 
 @pytest.mark.parametrize("script", BENCHMARKS, ids=[s.stem for s in BENCHMARKS])

@@ -15,7 +15,15 @@ import re
 import pyro.distributions as dist
 import pytest
 import torch
-from flow_cases import (
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from pyro.distributions.conditional import ConditionalTransformedDistribution
+from torch.distributions import Transform
+
+import pyroflows.transforms as transforms
+from pyroflows.transforms import REGISTRY
+
+from .cases import (
     CASE_IDS,
     CASES,
     as_transform,
@@ -26,13 +34,6 @@ from flow_cases import (
     make_input,
     tolerance,
 )
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-from pyro.distributions.conditional import ConditionalTransformedDistribution
-from torch.distributions import Transform
-
-import pyroflows.transforms as transforms
-from pyroflows.transforms import REGISTRY
 
 CONDITIONAL_CASES = [case for case in CASES if case.conditional]
 cases = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)

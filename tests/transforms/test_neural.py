@@ -32,7 +32,6 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn.functional as F
-from crosscheck_helpers import assert_close, seed_for
 from pyro.distributions.transforms import NeuralAutoregressive
 from torch import Tensor, nn
 
@@ -47,6 +46,8 @@ from pyroflows.transforms import (
     neural_autoregressive,
 )
 from pyroflows.transforms.transformers.sigmoid import _LOG_SLOPE_MAX, _LOG_SLOPE_MIN
+
+from .crosscheck_helpers import assert_close, seed_for
 
 HIDDEN_UNITS = [1, 4, 16]
 DEPTHS = [1, 2]

@@ -1,6 +1,6 @@
 """A training run in its own process, for the kill-and-resume and distributed tests.
 
-Usage: python tests/fit_worker.py CHECKPOINT OUT [--resume] [--slow]
+Usage: python tests/integration/fit_worker.py CHECKPOINT OUT [--resume] [--slow]
   (or under ``torchrun --nproc_per_node 2`` for the distributed test)
 Trains the same small model on the same data every time; writes the final state_dict to OUT.
 ``--slow`` sleeps a little after every step so that a test can kill the run mid-epoch.

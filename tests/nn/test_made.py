@@ -1,0 +1,88 @@
+"""MADE (``nn/made.py``): the autoregressive property, context, prefix passes, arguments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyroflows.nn import MADE
+
+F64 = torch.float64
+
+
+def _perturb(module, scale=0.5):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("ordering", ["natural", "reverse", "random", [2, 0, 3, 1, 4]])
+@pytest.mark.parametrize("hidden_dims", [[7], [16, 9]], ids=["one", "two"])
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_made_outputs_depend_only_on_earlier_inputs(ordering, hidden_dims, context_dim, device):
+    dim, params = 5, 3
+    made = MADE(dim, hidden_dims, params, context_dim, ordering=ordering, seed=4).double()
+    made = made.to(device)
+    _perturb(made)
+    x = torch.randn(dim, dtype=F64, device=device)
+    context = torch.randn(context_dim, dtype=F64, device=device) if context_dim else None
+    jac = torch.autograd.functional.jacobian(lambda v: made(v, context), x)  # (P, D, D)
+    degrees = made.degrees
+    allowed = degrees[None, :] < degrees[:, None]  # output i may see input j iff m(j) < m(i)
+    for p in range(params):
+        assert torch.all(jac[p][~allowed] == 0), "an output depends on a forbidden input"
+    # ... and the mask is not trivially empty: some allowed dependence is present
+    assert (jac.abs().sum(0)[allowed] > 0).any()
+
+
+def test_made_context_reaches_every_output():
+    """Also the first dimension's parameters, which no input may reach."""
+    made = MADE(3, [12], 2, context_dim=4).double()
+    _perturb(made)
+    total = 0
+    for _ in range(5):  # a single context may leave every degree-0 ReLU unit inactive
+        total = (
+            total
+            + torch.autograd.functional.jacobian(
+                lambda c: made(torch.zeros(3, dtype=F64), c), torch.randn(4, dtype=F64)
+            ).abs()
+        )
+    assert (total.sum(-1) > 0).all()
+
+
+def test_made_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="hidden layer"):
+        MADE(3, [])
+    with pytest.raises(ValueError, match="permutation"):
+        MADE(3, [8], ordering=[0, 0, 1])
+    with pytest.raises(ValueError, match="context"):
+        MADE(3, [8], context_dim=2)(torch.zeros(3))
+
+
+@pytest.mark.parametrize("ordering", ["natural", "reverse", "random"])
+@pytest.mark.parametrize("hidden_dims", [[7], [16, 9]], ids=["one", "two"])
+@pytest.mark.parametrize("context_dim", [0, 2])
+def test_made_sequential_passes_equal_full_pass(ordering, hidden_dims, context_dim, device):
+    """Pass k through the sorted prefixes gives exactly the full MADE's parameters of order[k]."""
+    dim, params = 5, 3
+    made = MADE(dim, hidden_dims, params, context_dim, ordering=ordering, seed=4).double()
+    made = made.to(device)
+    _perturb(made)
+    x = torch.randn(6, dim, dtype=F64, device=device)
+    context = torch.randn(6, context_dim, dtype=F64, device=device) if context_dim else None
+    full = made(x, context)
+    passes = made.sequential(context)
+    order = made.order
+    assert torch.equal(made.degrees[order], torch.arange(1, dim + 1, device=device))
+    for k in range(dim):
+        step = passes(x[:, order[:k]], k)
+        torch.testing.assert_close(step, full[:, :, order[k]], rtol=1e-13, atol=1e-13)
+
+
+def test_made_hidden_degrees_are_sorted_prefixes():
+    """A first-layer unit of degree m sees exactly m inputs: row sums give the degrees."""
+    made = MADE(4, [10, 6], 2)
+    degrees = made.layers[0].mask.sum(1)
+    assert torch.all(degrees[1:] >= degrees[:-1]), "hidden units are not sorted by degree"
+    expected = [int((degrees <= k).sum()) for k in range(4)]
+    assert made._prefixes[0] == expected == [0, 4, 7, 10]
