@@ -15,6 +15,8 @@ import zlib
 from importlib import import_module
 from pathlib import Path
 
+# The public modules: every class and function in their __all__ is documented (here) and has a
+# docstring with an example (tests/test_docs.py reads this same list).
 PUBLIC_MODULES = (
     "pyroflows",
     "pyroflows.transforms",
@@ -22,7 +24,11 @@ PUBLIC_MODULES = (
     "pyroflows.data",
     "pyroflows.demo",
     "pyroflows.cli",
+    "pyroflows.distributions",
     "pyroflows.infer",
+    "pyroflows.train",
+    "pyroflows.checkpoint",
+    "pyroflows.runs",
 )
 
 

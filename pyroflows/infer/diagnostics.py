@@ -17,17 +17,17 @@ References:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pyro.poutine as poutine
 import torch
 from pyro.infer.importance import vectorized_importance_weights
 from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
+
+from ._traces import model_and_guide_traces, vectorized_or_loop
 
 __all__ = ["ImportanceDiagnostics", "importance_diagnostics"]
 
@@ -209,16 +209,6 @@ class ImportanceDiagnostics:
         return self.summary()
 
 
-def _traces(model: Callable, guide: Callable, args, kwargs):
-    """One guide trace and the model replayed on it, without side effects on other handlers."""
-    with torch.no_grad(), poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-    return model_trace, guide_trace
-
-
 def _max_plate_nesting(*traces) -> int:
     dims = [
         frame.dim
@@ -234,7 +224,7 @@ def _max_plate_nesting(*traces) -> int:
 def _sequential_log_weights(model, guide, num_samples: int, args, kwargs) -> Tensor:
     values = []
     for _ in range(num_samples):
-        model_trace, guide_trace = _traces(model, guide, args, kwargs)
+        model_trace, guide_trace = model_and_guide_traces(model, guide, args, kwargs)
         values.append(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
     return torch.stack([torch.as_tensor(v) for v in values])
 
@@ -331,7 +321,7 @@ def importance_diagnostics(
         with torch.no_grad():
             nesting = max_plate_nesting
             if nesting is None:
-                nesting = _max_plate_nesting(*_traces(model, guide, args, kwargs))
+                nesting = _max_plate_nesting(*model_and_guide_traces(model, guide, args, kwargs))
             return _vectorized_log_weights(
                 model, guide, num_samples, chunk_size or num_samples, nesting, args, kwargs
             )
@@ -340,7 +330,7 @@ def importance_diagnostics(
         with torch.no_grad():
             return _sequential_log_weights(model, guide, num_samples, args, kwargs)
 
-    log_weights = _vectorized_or_loop(
+    log_weights = vectorized_or_loop(
         vectorized,
         sequential,
         vectorize,
@@ -348,30 +338,3 @@ def importance_diagnostics(
         hint=" (or pass max_plate_nesting)",
     )
     return ImportanceDiagnostics.from_log_weights(log_weights)
-
-
-def _vectorized_or_loop(
-    vectorized: Callable[[], Any],
-    sequential: Callable[[], Any],
-    vectorize: bool | None,
-    what: str,
-    hint: str = "",
-) -> Any:
-    """Run ``vectorized`` (``vectorize`` True/None) or ``sequential`` (False).
-
-    With ``vectorize=None`` a failing vectorized run warns and falls back to the loop.
-    """
-    if vectorize is False:
-        return sequential()
-    try:
-        return vectorized()
-    except Exception as error:
-        if vectorize:
-            raise
-        warnings.warn(
-            f"vectorized {what} failed ({type(error).__name__}: {error}); falling back to a "
-            "Python loop over draws, which is slower. Declare every batch dimension with "
-            f"pyro.plate{hint} to vectorize, or pass vectorize=False to skip this attempt.",
-            stacklevel=3,
-        )
-        return sequential()

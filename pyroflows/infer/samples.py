@@ -17,14 +17,14 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
-from .diagnostics import _traces, _vectorized_or_loop
+from ._traces import model_and_guide_traces, vectorized_or_loop
 
 __all__ = ["posterior_samples", "samples_to_inference_data", "to_inference_data"]
 
 
 def _latent_shapes(model, guide, args, kwargs) -> dict[str, torch.Size]:
     """Names and shapes of the model's latent sites that the guide samples."""
-    model_trace, guide_trace = _traces(model, guide, args, kwargs)
+    model_trace, guide_trace = model_and_guide_traces(model, guide, args, kwargs)
     return {
         name: site["value"].shape
         for name, site in model_trace.nodes.items()
@@ -109,7 +109,7 @@ def posterior_samples(
         samples = predictive(*args, **kwargs)
         return {name: samples[name].reshape(num_samples, *shapes[name]) for name in shapes}
 
-    return _vectorized_or_loop(
+    return vectorized_or_loop(
         lambda: draw(parallel=True), lambda: draw(parallel=False), vectorize, "sampling"
     )
 
