@@ -285,6 +285,13 @@ class NonFiniteGuard:
         self._clean.zero_()
 
 
+def shown_values(loss: float | None, norm: float | None) -> str:
+    """`` (loss L, gradient norm N)`` for an error message; empty when the loss is unknown."""
+    if loss is None:
+        return ""
+    return f" (loss {loss:.4g}" + ("" if norm is None else f", gradient norm {norm:.4g}") + ")"
+
+
 def _host(value: Tensor | float | None) -> float | None:
     return None if value is None else float(value)
 

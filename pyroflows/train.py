@@ -35,6 +35,7 @@ from ._training import (
     gradient_norm,
     progress_bar,
     restore_training,
+    shown_values,
     training_payload,
 )
 from .checkpoint import check_config, load_checkpoint, load_state, save_checkpoint
@@ -301,9 +302,7 @@ def _resume(path: Path | None, model: Flow, optimizer, state: _RunState, device)
 
 
 def _non_finite_message(steps_per_epoch: int, step: int, loss, norm) -> str:
-    shown = ""
-    if loss is not None:
-        shown = f" (loss {loss:.4g}" + ("" if norm is None else f", gradient norm {norm:.4g}") + ")"
+    shown = shown_values(loss, norm)
     return (
         f"non-finite loss or gradient at epoch {step // steps_per_epoch + 1}, step {step + 1}"
         f"{shown}; the update was not applied, the model keeps its last good parameters. "

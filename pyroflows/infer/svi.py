@@ -40,6 +40,7 @@ from .._training import (
     gradient_norm,
     progress_bar,
     restore_training,
+    shown_values,
     training_payload,
 )
 from ..checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
@@ -202,9 +203,7 @@ class _Parameters:
 
 
 def _non_finite_message(num_steps: int, step: int, loss, norm) -> str:
-    shown = ""
-    if loss is not None:
-        shown = f" (loss {loss:.4g}" + ("" if norm is None else f", gradient norm {norm:.4g}") + ")"
+    shown = shown_values(loss, norm)
     return (
         f"non-finite loss or gradient at step {step} of {num_steps}{shown}; the update was not "
         "applied, the parameters keep their last good values. Lower lr, set clip_grad_norm, "

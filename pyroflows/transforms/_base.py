@@ -368,7 +368,26 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         return text + (f", context_dim={self.context_dim}" if self.is_conditional else "")
 
 
-class FlowView(_CachedPasses, TransformModule):
+class _SharesTheFlowsEvents:
+    """Event shape, size and checks of a wrapper (a view or an inverse): its flow's."""
+
+    flow: FlowModule
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """Shape of one event of the flow."""
+        return self.flow.event_shape
+
+    @property
+    def input_dim(self) -> int:
+        """Number of elements of one event of the flow."""
+        return self.flow.input_dim
+
+    def _check_event(self, value: Tensor, role: str) -> None:
+        self.flow._check_event(value, role)
+
+
+class FlowView(_SharesTheFlowsEvents, _CachedPasses, TransformModule):
     r"""A :class:`FlowModule` seen as a plain transform: at a fixed context, or with another cache.
 
     The map is the flow's, :math:`x \mapsto f(x; \theta(c))` at the view's context :math:`c`
@@ -422,22 +441,9 @@ class FlowView(_CachedPasses, TransformModule):
         return context
 
     @property
-    def event_shape(self) -> tuple[int, ...]:
-        """Shape of one event of the flow."""
-        return self.flow.event_shape
-
-    @property
-    def input_dim(self) -> int:
-        """Number of elements of one event."""
-        return self.flow.input_dim
-
-    @property
     def context_dim(self) -> int:
         """Context size still to be given: 0 once conditioned."""
         return 0 if self.context is not None else self.flow.context_dim
-
-    def _check_event(self, value: Tensor, role: str) -> None:
-        self.flow._check_event(value, role)
 
     def _flow_and_context(self) -> tuple[FlowModule, Tensor | None]:
         if self.context is None:
@@ -483,7 +489,7 @@ class ConditionedFlow(FlowView):
         super().__init__(flow, context, cache_size=cache_size)
 
 
-class InverseFlow(TransformModule, ConditionalTransformModule):
+class InverseFlow(_SharesTheFlowsEvents, TransformModule, ConditionalTransformModule):
     r"""The inverse of a flow, as a module that shares (and exposes) its parameters.
 
     .. math::
@@ -546,22 +552,9 @@ class InverseFlow(TransformModule, ConditionalTransformModule):
         return self.flow.forward_and_log_det(x, context)
 
     @property
-    def event_shape(self) -> tuple[int, ...]:
-        """Shape of one event of the flow."""
-        return self.flow.event_shape
-
-    @property
-    def input_dim(self) -> int:
-        """Number of elements of one event of the flow."""
-        return self.flow.input_dim
-
-    @property
     def context_dim(self) -> int:
         """Context size of the flow (0: unconditional)."""
         return self.flow.context_dim
-
-    def _check_event(self, value: Tensor, role: str) -> None:
-        self.flow._check_event(value, role)
 
     def __call__(self, y: Tensor) -> Tensor:
         return self.flow._inv_call(y)
