@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 __all__ = ["clamp_in_value", "inverse_softplus"]
 
 
-def inverse_softplus(value: float) -> float:
+def inverse_softplus(value: float | Tensor) -> float | Tensor:
     r"""Return :math:`\log(e^v - 1)`, the :math:`x` with :math:`\mathrm{softplus}(x) = v > 0`.
+
+    A float in double precision, or a tensor in its own dtype.
 
     Example:
         >>> import torch.nn.functional as F, torch
         >>> round(float(F.softplus(torch.tensor(inverse_softplus(0.3)))), 6)
         0.3
     """
+    if isinstance(value, Tensor):
+        return torch.log(torch.expm1(value))
     return math.log(math.expm1(value))
 
 

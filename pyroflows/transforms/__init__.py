@@ -47,7 +47,7 @@ from .linear import (
 from .planar import Planar
 from .radial import Radial
 from .registry import REGISTRY, FlowSpec, build, register
-from .stacks import iaf, maf, naf, nice, nsf, realnvp
+from .stacks import autoregressive_stack, coupling_stack, iaf, maf, naf, nice, nsf, realnvp
 from .transformers import (
     Additive,
     Affine,
@@ -90,8 +90,10 @@ __all__ = [
     "TriangularLinear",
     "affine_autoregressive",
     "affine_coupling",
+    "autoregressive_stack",
     "build",
     "coupling_mask",
+    "coupling_stack",
     "householder",
     "iaf",
     "maf",

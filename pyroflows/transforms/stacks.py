@@ -1,9 +1,15 @@
-"""Ready stacks named after their papers: maf, iaf, nice, realnvp, nsf and naf."""
+"""Stacks: the two generic ones (any transformer) and those named after their papers.
+
+:func:`autoregressive_stack` and :func:`coupling_stack` take any element-wise ``transformer``;
+``maf``, ``iaf``, ``realnvp``, ``nice``, ``nsf`` and ``naf`` are those stacks with their
+paper's transformer (each also takes ``transformer=`` to swap it).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from ._base import FlowModule
 from ._root import RootFinder
 from .autoregressive import Autoregressive
 from .compose import FlowSequence
@@ -18,11 +24,91 @@ from .transformers import (
     RationalQuadraticSpline,
 )
 
-__all__ = ["iaf", "maf", "naf", "nice", "nsf", "realnvp"]
+__all__ = [
+    "autoregressive_stack",
+    "coupling_stack",
+    "iaf",
+    "maf",
+    "naf",
+    "nice",
+    "nsf",
+    "realnvp",
+]
 
 
 def _orderings(num_layers: int) -> list[str]:
     return ["natural" if k % 2 == 0 else "reverse" for k in range(num_layers)]
+
+
+def autoregressive_stack(
+    input_dim: int,
+    context_dim: int = 0,
+    num_layers: int = 5,
+    hidden_dims: Sequence[int] | None = None,
+    transformer: ElementwiseTransformer | None = None,
+    invert: bool = True,
+) -> FlowSequence:
+    r"""``num_layers`` :class:`~pyroflows.transforms.Autoregressive` layers with any transformer.
+
+    .. math::
+        f = f_L \circ \cdots \circ f_1, \qquad
+        (f_k(x))_i = \tau\big(x_i; \theta_i(x_{<i}, c)\big) \text{ (or its inverse)},
+
+    MADE orderings alternating natural and reversed from layer to layer. ``invert=True`` takes
+    each layer's ``.inv`` (the MAF direction: parallel density, sequential sampling);
+    ``invert=False`` keeps the layers (the IAF direction: parallel sampling). Default
+    transformer :class:`~pyroflows.transforms.Affine`.
+
+    Example:
+        >>> import torch
+        >>> from pyroflows.transforms import RationalQuadraticSpline
+        >>> flow = autoregressive_stack(3, num_layers=2, hidden_dims=[16],
+        ...                             transformer=RationalQuadraticSpline(count_bins=4))
+        >>> flow.inverse_and_log_det(torch.randn(5, 3))[1].shape
+        torch.Size([5])
+    """
+    transformer = Affine() if transformer is None else transformer
+    layers = [
+        Autoregressive(input_dim, context_dim, hidden_dims, transformer, order)
+        for order in _orderings(num_layers)
+    ]
+    return FlowSequence([layer.inv for layer in layers] if invert else layers)
+
+
+def coupling_stack(
+    input_dim: int,
+    context_dim: int = 0,
+    num_layers: int = 8,
+    hidden_dims: Sequence[int] | None = None,
+    transformer: ElementwiseTransformer | None = None,
+    mixing: Callable[[int], FlowModule] | None = None,
+) -> FlowSequence:
+    r"""``num_layers`` :class:`~pyroflows.transforms.Coupling` layers with any transformer.
+
+    .. math::
+        y_b = \tau\big(x_b; \theta(x_a, c)\big), \qquad y_a = x_a,
+
+    the halves :math:`a, b` swapped from one layer to the next, each layer optionally followed by
+    ``mixing(input_dim)`` (e.g. :class:`~pyroflows.transforms.LULinear`, as in NSF). Both
+    directions cost one conditioner pass per layer. Default transformer
+    :class:`~pyroflows.transforms.Affine` (RealNVP).
+
+    Example:
+        >>> import torch
+        >>> from pyroflows.transforms import Additive, LULinear
+        >>> flow = coupling_stack(4, num_layers=2, hidden_dims=[16], transformer=Additive(),
+        ...                       mixing=LULinear)
+        >>> len(flow), flow.forward_and_log_det(torch.randn(5, 4))[1].shape
+        (4, torch.Size([5]))
+    """
+    transformer = Affine() if transformer is None else transformer
+    layers: list[FlowModule] = []
+    for k in range(num_layers):  # in this order: a mixing layer may draw a random start
+        mask = coupling_mask(input_dim, "half", flip=k % 2 == 1)
+        layers.append(Coupling(input_dim, context_dim, hidden_dims, transformer, mask))
+        if mixing is not None:
+            layers.append(mixing(input_dim))
+    return FlowSequence(layers)
 
 
 def maf(
@@ -30,6 +116,7 @@ def maf(
     context_dim: int = 0,
     num_layers: int = 5,
     hidden_dims: Sequence[int] | None = None,
+    transformer: ElementwiseTransformer | None = None,
 ) -> FlowSequence:
     r"""Masked autoregressive flow: ``num_layers`` affine autoregressive layers, inverted.
 
@@ -38,6 +125,8 @@ def maf(
     :math:`u_i = (x_i - \mu_i(x_{<i})) e^{-s_i(x_{<i})}`) is one parallel MADE pass per layer
     and sampling is sequential (:math:`D` passes per layer). Layers alternate natural
     and reversed MADE orderings instead of permutation layers. For density estimation.
+
+    ``transformer`` swaps the affine map for another (a spline: the autoregressive NSF).
 
     References:
         Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density
@@ -51,12 +140,8 @@ def maf(
         >>> model.log_prob(torch.randn(8, 3)).shape
         torch.Size([8])
     """
-    return FlowSequence(
-        [
-            Autoregressive(input_dim, context_dim, hidden_dims, Affine(), order).inv
-            for order in _orderings(num_layers)
-        ]
-    )
+    transformer = Affine() if transformer is None else transformer
+    return autoregressive_stack(input_dim, context_dim, num_layers, hidden_dims, transformer)
 
 
 def iaf(
@@ -65,6 +150,7 @@ def iaf(
     num_layers: int = 5,
     hidden_dims: Sequence[int] | None = None,
     stable: bool = True,
+    transformer: ElementwiseTransformer | None = None,
 ) -> FlowSequence:
     r"""Inverse autoregressive flow: ``num_layers`` affine autoregressive layers.
 
@@ -72,6 +158,8 @@ def iaf(
     layer and scoring the sample reuses the log-det computed on the way: the flow for
     variational posteriors. Default ``stable=True`` uses IAF's gated update. Orderings
     alternate between layers.
+
+    ``transformer`` swaps the (gated) affine map for another.
 
     References:
         Kingma et al., "Improving Variational Inference with Inverse Autoregressive Flow",
@@ -86,31 +174,10 @@ def iaf(
         >>> guide.log_prob(z).shape
         torch.Size([8])
     """
-    return FlowSequence(
-        [
-            Autoregressive(input_dim, context_dim, hidden_dims, Affine(stable=stable), order)
-            for order in _orderings(num_layers)
-        ]
+    transformer = Affine(stable=stable) if transformer is None else transformer
+    return autoregressive_stack(
+        input_dim, context_dim, num_layers, hidden_dims, transformer, invert=False
     )
-
-
-def _coupling_stack(
-    input_dim: int,
-    context_dim: int,
-    num_layers: int,
-    hidden_dims: Sequence[int] | None,
-    transformer: ElementwiseTransformer,
-) -> list[Coupling]:
-    return [
-        Coupling(
-            input_dim,
-            context_dim,
-            hidden_dims,
-            transformer,
-            coupling_mask(input_dim, "half", flip=k % 2 == 1),
-        )
-        for k in range(num_layers)
-    ]
 
 
 def realnvp(
@@ -118,11 +185,14 @@ def realnvp(
     context_dim: int = 0,
     num_layers: int = 8,
     hidden_dims: Sequence[int] | None = None,
+    transformer: ElementwiseTransformer | None = None,
 ) -> FlowSequence:
     r"""RealNVP: ``num_layers`` affine couplings, halves swapped from one layer to the next.
 
     :math:`y_b = \mu(x_a) + e^{s(x_a)} x_b`; both directions cost one conditioner pass per
     layer, so RealNVP serves density estimation and sampling alike.
+
+    ``transformer`` swaps the affine map for another.
 
     References:
         Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", 2017,
@@ -135,7 +205,7 @@ def realnvp(
         >>> bool(torch.allclose(flow.inv(flow(x).clone()), x, atol=1e-5))
         True
     """
-    return FlowSequence(_coupling_stack(input_dim, context_dim, num_layers, hidden_dims, Affine()))
+    return coupling_stack(input_dim, context_dim, num_layers, hidden_dims, transformer)
 
 
 def nice(
@@ -161,8 +231,8 @@ def nice(
         >>> flow.log_abs_det_jacobian(x, flow(x)).tolist()  # scaling starts at 1
         [0.0, 0.0, 0.0]
     """
-    layers = _coupling_stack(input_dim, context_dim, num_layers, hidden_dims, Additive())
-    return FlowSequence([*layers, ElementwiseAffine(input_dim, context_dim)])
+    couplings = coupling_stack(input_dim, context_dim, num_layers, hidden_dims, Additive())
+    return FlowSequence([*couplings.layers, ElementwiseAffine(input_dim, context_dim)])
 
 
 def nsf(
@@ -173,6 +243,7 @@ def nsf(
     count_bins: int = 8,
     bound: float = 3.0,
     autoregressive: bool = False,
+    transformer: ElementwiseTransformer | None = None,
 ) -> FlowSequence:
     r"""Neural spline flow: ``num_layers`` rational-quadratic spline layers.
 
@@ -187,6 +258,8 @@ def nsf(
     (``autoregressive=True``): spline autoregressive layers with alternating orderings, inverted
     as in :func:`maf` so that density evaluation is parallel.
 
+    ``transformer`` replaces the spline built from ``count_bins`` and ``bound``.
+
     References:
         Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", 2019,
         arXiv:1906.04032.
@@ -198,20 +271,13 @@ def nsf(
         >>> bool(torch.allclose(flow.inv(flow(x).clone()), x, atol=1e-4))
         True
     """
-    transformer = RationalQuadraticSpline(count_bins, bound)
+    if transformer is None:
+        transformer = RationalQuadraticSpline(count_bins, bound)
     if autoregressive:
-        return FlowSequence(
-            [
-                Autoregressive(input_dim, context_dim, hidden_dims, transformer, order).inv
-                for order in _orderings(num_layers)
-            ]
-        )
-    layers = []
-    for k in range(num_layers):  # built in this order: each LULinear draws its random start
-        mask = coupling_mask(input_dim, "half", flip=k % 2 == 1)
-        layers.append(Coupling(input_dim, context_dim, hidden_dims, transformer, mask))
-        layers.append(LULinear(input_dim))
-    return FlowSequence(layers)
+        return autoregressive_stack(input_dim, context_dim, num_layers, hidden_dims, transformer)
+    return coupling_stack(
+        input_dim, context_dim, num_layers, hidden_dims, transformer, mixing=LULinear
+    )
 
 
 def naf(
@@ -260,9 +326,4 @@ def naf(
         torch.Size([3, 2])
     """
     transformer = DeepSigmoid(hidden_units, depth, root_finder)
-    return FlowSequence(
-        [
-            Autoregressive(input_dim, context_dim, hidden_dims, transformer, order).inv
-            for order in _orderings(num_layers)
-        ]
-    )
+    return autoregressive_stack(input_dim, context_dim, num_layers, hidden_dims, transformer)

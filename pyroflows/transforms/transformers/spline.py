@@ -79,7 +79,8 @@ class RationalQuadraticSpline(ElementwiseTransformer):
             raise ValueError(f"bound must be positive, got {bound}")
         self.count_bins, self.bound = int(count_bins), float(bound)
         self.params_per_dim = 3 * self.count_bins - 1
-        self._unit_derivative = inverse_softplus(1 - _MIN_DERIVATIVE)
+        # in float32, as it always was: untrained splines stay bit for bit the same
+        self._unit_derivative = float(inverse_softplus(torch.tensor(1 - _MIN_DERIVATIVE)))
 
     def __repr__(self) -> str:
         return f"RationalQuadraticSpline(count_bins={self.count_bins}, bound={self.bound})"
