@@ -97,6 +97,8 @@ class AmortizedFlow(nn.Module):
             context_dim = 0
         elif flow not in REGISTRY:
             raise KeyError(f"no flow named {flow!r}; registered: {sorted(REGISTRY)}")
+        elif REGISTRY[flow].fixed:
+            raise ValueError(f"{flow!r} is a fixed preprocessing map, not a flow to fit")
         elif context_dim and not REGISTRY[flow].conditional:
             raise ValueError(f"flow {flow!r} has no conditional form; use context_dim=0")
         self.input_dim, self.latent_dim, self.context_dim = input_dim, latent_dim, context_dim

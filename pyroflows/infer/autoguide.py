@@ -117,6 +117,8 @@ class AutoFlow(AutoContinuous):
         if isinstance(flow, str):
             if flow not in REGISTRY:
                 raise KeyError(f"no flow named {flow!r}; registered: {sorted(REGISTRY)}")
+            if REGISTRY[flow].fixed:
+                raise ValueError(f"{flow!r} is a fixed preprocessing map, not a flow to fit")
             if REGISTRY[flow].fast_direction == "inverse":
                 warnings.warn(
                     f"flow {flow!r} samples sequentially (D network passes per layer, "
