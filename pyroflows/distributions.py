@@ -145,7 +145,10 @@ class FlowDistribution(TorchDistribution):
             shapes = [loc.shape[: loc.dim() - rank], scale.shape[: scale.dim() - rank]]
             if context is not None:
                 shapes.append(context.shape[:-1])
-            batch_shape = torch.broadcast_shapes(*shapes)
+            shapes = [shape for shape in shapes if shape]  # the common case: none (a model)
+            batch_shape = (
+                torch.broadcast_shapes(*shapes) if len(shapes) > 1 else (shapes or [()])[0]
+            )
         self._drawn: tuple[Tensor, Tensor] | None = None
         super().__init__(torch.Size(batch_shape), event_shape, validate_args=False)
 
@@ -249,9 +252,9 @@ class FlowDistribution(TorchDistribution):
                 f"expected values with {what} {tuple(self.event_shape)}, got shape "
                 f"{tuple(value.shape)}"
             )
-        batch = value.shape[: value.dim() - rank]
-        if batch != self.batch_shape:
-            batch = torch.broadcast_shapes(batch, self.batch_shape)
+        batch, own = value.shape[: value.dim() - rank], self.batch_shape
+        if own and batch[len(batch) - len(own) :] != own:  # else the value's batch is the result
+            batch = torch.broadcast_shapes(batch, own)
             value = value.expand(batch + self.event_shape)
         x, log_det = value, 0.0
         for transform in reversed(self.transforms):

@@ -38,6 +38,8 @@ __all__ = [
 
 
 def _sum_event(value: Tensor, event_dim: int) -> Tensor:
+    if event_dim == 1:
+        return value.sum(-1)
     return value.sum(tuple(range(-event_dim, 0))) if event_dim else value
 
 
