@@ -141,7 +141,8 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         help="a 2-D toy name (" + ", ".join(TOY_DATASETS) + "), 'digits' (scikit-learn 8x8 "
         "digits, dequantised; bits/dim reported), or a .npy/.npz/.csv file of rows",
     )
-    parser.add_argument("--flow", default="maf", choices=sorted(REGISTRY), help="flow to fit")
+    flows = sorted(name for name, spec in REGISTRY.items() if not spec.fixed)
+    parser.add_argument("--flow", default="maf", choices=flows, help="flow to fit")
     parser.add_argument(
         "--layers",
         type=_positive_int,

@@ -1,9 +1,23 @@
-r"""A normalizing-flow density model as one module: base, flow and data standardisation.
+r"""The flow distribution, and the density model that owns one.
 
-:class:`Flow` holds everything a fitted density needs (the flow's parameters, the standard
-normal base and the data's standardisation statistics) as parameters and *buffers* of one
-``nn.Module``: ``.to(device)`` moves all of it, ``state_dict`` saves all of it, and no tensor
-of the base distribution is left behind on the CPU (the problem of Pyro issue #2761, where a
+:class:`FlowDistribution` is the one Pyro distribution of pyroflows: noise
+:math:`\varepsilon \sim \mathcal{N}(0, I)` over the event shape, a flow :math:`f_c`, an
+element-wise location and scale, then fixed maps :math:`g` (e.g. the inverse logit),
+
+.. math::
+    x = g\big(\mu + \sigma \odot f_c(\varepsilon)\big),
+
+with the draw and its log-density from one forward pass
+(:meth:`~FlowDistribution.rsample_and_log_prob`) and any other value scored by one inverse
+pass. The density model :class:`Flow` returns one
+from :meth:`Flow.distribution` (the data's standardisation as :math:`\mu, \sigma`, the logit
+map as :math:`g`), and the variational posteriors of :mod:`pyroflows.infer` are one
+(:class:`~pyroflows.infer.FlowPosterior` is this class).
+
+:class:`Flow` holds everything a fitted density needs (the flow's parameters, the base and the
+data's standardisation statistics) as parameters and *buffers* of one ``nn.Module``:
+``.to(device)`` moves all of it, ``state_dict`` saves all of it, and no tensor of the base
+distribution is left behind on the CPU (the problem of Pyro issue #2761, where a
 ``TransformedDistribution``'s base keeps the device it was built on).
 """
 
@@ -14,25 +28,253 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
+from pyro.distributions import TorchDistribution
 from torch import Tensor, nn
-from torch.distributions import AffineTransform, Transform
-from torch.distributions.transforms import IndependentTransform, SigmoidTransform
+from torch.distributions import Transform, constraints
 
-from .data.digits import inverse_logit_transform, logit_transform
-from .transforms import REGISTRY, FlowModule, FlowSequence, InverseFlow
+from .transforms import REGISTRY, FlowModule, FlowSequence, FlowView, InverseFlow, LogitTransform
+from .transforms.preprocessing import affine_and_log_det, inverse_affine_and_log_det
 
-__all__ = ["Flow"]
+__all__ = ["Flow", "FlowDistribution"]
 
 _Size = torch.Size | Sequence[int]
+_LOG_2PI = math.log(2.0 * math.pi)
+_PYROFLOWS = (FlowModule, InverseFlow, FlowView)
+
+
+def _standard_normal_log_prob(eps: Tensor, event_dim: int) -> Tensor:
+    r""":math:`\log \mathcal{N}(\varepsilon; 0, I)` summed over the last ``event_dim`` dims."""
+    squares = eps.square().sum(tuple(range(-event_dim, 0)))
+    size = math.prod(eps.shape[eps.dim() - event_dim :])
+    return -0.5 * (squares + size * _LOG_2PI)
+
+
+class FlowDistribution(TorchDistribution):
+    r"""Distribution of :math:`x = g(\mu + \sigma \odot f_c(\varepsilon))`, standard normal noise.
+
+    .. math::
+        \varepsilon \sim \mathcal{N}(0, I), \qquad u = f_c(\varepsilon), \qquad
+        z = \mu + \sigma \odot u, \qquad x = g(z) = g_K \circ \cdots \circ g_1 (z),
+
+        \log q(x \mid c) = \log \mathcal{N}(\varepsilon; 0, I)
+        - \log\left|\det \frac{\partial f_c}{\partial \varepsilon}\right|
+        - \sum_i \log|\sigma_i|
+        - \sum_{k=1}^{K} \log\left|\det \frac{\partial g_k}{\partial z_{k-1}}\right| .
+
+    The chain, from the base to the value, is ``[flow, affine (loc, scale), *transforms]``:
+    the flow :math:`f_c` (conditioned on ``context`` when given), the element-wise location
+    and scale (:func:`~pyroflows.transforms.preprocessing.affine_and_log_det`), then fixed
+    unconditional pyroflows maps :math:`g_k` such as ``LogitTransform(alpha).inv``.
+    :class:`Flow` and the guides of :mod:`pyroflows.infer` all return this distribution
+    (:class:`~pyroflows.infer.FlowPosterior` is its name there).
+
+    The noise has the event shape (``(D,)`` for vectors, ``(C, H, W)`` for images); the
+    batch shape is the broadcast of the batch shapes of ``loc``, ``scale`` and ``context``
+    (or what :meth:`expand` sets, e.g. a Pyro plate of particles).
+
+    Cost: :meth:`rsample_and_log_prob` is one forward pass of every map (each returns its
+    log-det with it). ``rsample`` followed by ``log_prob`` of that very sample, which is what
+    Pyro's ELBOs do, reuses that pass's log-density: the pair lives on the distribution object
+    that drew it (one object per guide call), so it can never be stale. Any other value is
+    scored by one exact inverse pass (for IAF-type flows :math:`D` sequential network passes;
+    for numerically inverted flows a convergence-checked root-find).
+
+    Args:
+        flow: a pyroflows flow (or any ``torch.distributions.Transform`` on vectors, e.g.
+            Pyro's own flows), mapping noise to the standardised value; conditional when
+            ``context`` is given; ``None`` for the identity (then :math:`z` is Gaussian).
+        loc: :math:`\mu`, shape ``(..., *event_shape)``.
+        scale: :math:`\sigma \neq 0`, shape ``(..., *event_shape)``.
+        context: :math:`c`, shape ``(..., C)`` for conditional flows.
+        batch_shape: explicit batch shape (default: broadcast of the inputs' batch shapes).
+        transforms: the fixed maps :math:`g_1, \dots, g_K`: unconditional pyroflows flows
+            of the same event shape.
+
+    References:
+        Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference",
+        2021, arXiv:1912.02762, section 2; Rezende & Mohamed, "Variational Inference with
+        Normalizing Flows", 2015, arXiv:1505.05770; Kingma et al., "Improving Variational
+        Inference with Inverse Autoregressive Flow", 2016, arXiv:1606.04934.
+
+    Example:
+        >>> import torch
+        >>> from pyroflows.transforms import build
+        >>> _ = torch.manual_seed(0)
+        >>> q = FlowDistribution(build("iaf", 3, num_layers=2), torch.zeros(3), torch.ones(3))
+        >>> z, log_q = q.rsample_and_log_prob((4,))
+        >>> z.shape, log_q.shape
+        (torch.Size([4, 3]), torch.Size([4]))
+        >>> bool(torch.allclose(q.log_prob(z.clone()), log_q, atol=1e-4))  # exact inverse
+        True
+    """
+
+    arg_constraints = {}
+    has_rsample = True
+
+    def __init__(
+        self,
+        flow: Transform | None,
+        loc: Tensor,
+        scale: Tensor,
+        context: Tensor | None = None,
+        batch_shape: Sequence[int] | None = None,
+        validate_args: bool | None = None,
+        *,
+        transforms: Sequence[FlowModule | InverseFlow] = (),
+    ) -> None:
+        self.flow, self.loc, self.scale, self.context = flow, loc, scale, context
+        self.transforms = tuple(transforms)
+        if isinstance(flow, _PYROFLOWS):
+            event_shape = torch.Size(flow.event_shape)
+        else:
+            event_shape = loc.shape[-1:]
+        self._event_dim = rank = len(event_shape)
+        for transform in self.transforms:
+            if not isinstance(transform, _PYROFLOWS) or transform.context_dim:
+                raise TypeError(
+                    "transforms must be unconditional pyroflows flows, got "
+                    f"{type(transform).__name__}"
+                )
+            if tuple(transform.event_shape) != event_shape:
+                raise ValueError(
+                    f"every transform needs the event shape {tuple(event_shape)}, got "
+                    f"{tuple(transform.event_shape)}"
+                )
+        if batch_shape is None:
+            shapes = [loc.shape[: loc.dim() - rank], scale.shape[: scale.dim() - rank]]
+            if context is not None:
+                shapes.append(context.shape[:-1])
+            shapes = [shape for shape in shapes if shape]  # the common case: none (a model)
+            batch_shape = (
+                torch.broadcast_shapes(*shapes) if len(shapes) > 1 else (shapes or [()])[0]
+            )
+        self._drawn: tuple[Tensor, Tensor] | None = None
+        super().__init__(torch.Size(batch_shape), event_shape, validate_args=False)
+
+    @property
+    def support(self) -> constraints.Constraint:
+        """The values' domain: real events, or the last transform's codomain."""
+        if self.transforms:
+            return self.transforms[-1].codomain
+        if self._event_dim == 1:
+            return constraints.real_vector
+        return constraints.independent(constraints.real, self._event_dim)
+
+    def expand(self, batch_shape: Sequence[int], _instance=None) -> FlowDistribution:
+        """The same distribution with a larger batch shape (e.g. inside a Pyro plate)."""
+        batch_shape = torch.Size(batch_shape)
+        try:
+            torch.broadcast_shapes(batch_shape, self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"cannot expand a {type(self).__name__} of batch shape "
+                f"{tuple(self.batch_shape)} to {tuple(batch_shape)}"
+            ) from None
+        return type(self)(
+            self.flow,
+            self.loc,
+            self.scale,
+            self.context,
+            batch_shape,
+            transforms=self.transforms,
+        )
+
+    # -- the passes ---------------------------------------------------------------------------
+    def _context_for(self, batch: torch.Size) -> Tensor | None:
+        context = self.context
+        if context is None or context.shape[:-1] == batch:
+            return context
+        return context.expand(batch + context.shape[-1:])
+
+    def _flow_forward(self, eps: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | float]:
+        flow = self.flow
+        if flow is None:
+            return eps, 0.0
+        if isinstance(flow, _PYROFLOWS):
+            return flow.forward_and_log_det(eps, context if flow.context_dim else None)
+        transform = flow.condition(context) if context is not None else flow
+        u = transform(eps)
+        return u, transform.log_abs_det_jacobian(eps, u)
+
+    def _flow_inverse(self, u: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor | float]:
+        r"""The noise and the inverse map's own log-det, :math:`\log|\det d\varepsilon/du|`."""
+        flow = self.flow
+        if flow is None:
+            return u, 0.0
+        if isinstance(flow, _PYROFLOWS):
+            return flow.inverse_and_log_det(u, context if flow.context_dim else None)
+        transform = flow.condition(context) if context is not None else flow
+        eps = transform.inv(u)
+        return eps, -transform.log_abs_det_jacobian(eps, u)
+
+    def from_noise(self, eps: Tensor) -> tuple[Tensor, Tensor]:
+        r"""Map noise to values, with their log-density: one forward pass of every map.
+
+        ``eps`` has shape ``sample_shape + batch_shape + event_shape`` (e.g. common random
+        numbers, or quasi-random points pushed through :math:`\Phi^{-1}`).
+
+        Example:
+            >>> q = FlowDistribution(None, torch.ones(2), torch.full((2,), 2.0))
+            >>> x, log_q = q.from_noise(torch.zeros(2))
+            >>> x.tolist(), round(float(log_q), 4)  # log N(0; 0, I_2) - 2 log 2
+            ([1.0, 1.0], -3.2242)
+        """
+        batch = eps.shape[: eps.dim() - self._event_dim]
+        u, log_det = self._flow_forward(eps, self._context_for(batch))
+        x, affine_log_det = affine_and_log_det(u, self.loc, self.scale, self._event_dim)
+        log_det = affine_log_det + log_det
+        for transform in self.transforms:
+            x, step = transform.forward_and_log_det(x)
+            log_det = log_det + step
+        return x, _standard_normal_log_prob(eps, self._event_dim) - log_det
+
+    def rsample_and_log_prob(self, sample_shape: _Size = ()) -> tuple[Tensor, Tensor]:
+        """Reparameterised draws and their log-density from one forward pass of every map."""
+        shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        return self.from_noise(eps)
+
+    def rsample(self, sample_shape: _Size = ()) -> Tensor:
+        """Reparameterised draws, shape ``sample_shape + batch_shape + event_shape``."""
+        x, log_q = self.rsample_and_log_prob(sample_shape)
+        self._drawn = (x, log_q)
+        return x
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Log-density; the draw just made by :meth:`rsample` is scored from its own pass."""
+        if self._drawn is not None and value is self._drawn[0]:
+            return self._drawn[1]
+        rank = self._event_dim
+        if value.dim() < rank or value.shape[value.dim() - rank :] != self.event_shape:
+            what = f"event size {self.event_shape[0]}" if rank == 1 else "event shape"
+            raise ValueError(
+                f"expected values with {what} {tuple(self.event_shape)}, got shape "
+                f"{tuple(value.shape)}"
+            )
+        batch, own = value.shape[: value.dim() - rank], self.batch_shape
+        if own and batch[len(batch) - len(own) :] != own:  # else the value's batch is the result
+            batch = torch.broadcast_shapes(batch, own)
+            value = value.expand(batch + self.event_shape)
+        x, log_det = value, 0.0
+        for transform in reversed(self.transforms):
+            x, step = transform.inverse_and_log_det(x)
+            log_det = log_det + step
+        u, step = inverse_affine_and_log_det(x, self.loc, self.scale, rank)
+        eps, flow_step = self._flow_inverse(u, self._context_for(batch))
+        log_det = log_det + step + flow_step
+        return _standard_normal_log_prob(eps, rank) + log_det
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_drawn"] = None
+        return state
 
 
 class Flow(nn.Module):
-    r"""Density model :math:`x = \mu + \sigma \odot f(z)`, :math:`z \sim \mathcal{N}(0, I_D)`.
+    r"""Density model :math:`x = g(\mu + \sigma \odot f(z))`, :math:`z \sim \mathcal{N}(0, I)`.
 
-    With :math:`u = (x - \mu) / \sigma` the standardised data,
+    With :math:`u = (x - \mu) / \sigma` the standardised data (no :math:`g`),
 
     .. math::
         \log p(x \mid c) = \log \mathcal{N}\big(f_c^{-1}(u); 0, I\big)
@@ -41,25 +283,27 @@ class Flow(nn.Module):
 
     where :math:`f_c` is the flow (conditioned on a context :math:`c` for conditional flows)
     and :math:`\mu, \sigma` are the data's standardisation statistics
-    (:meth:`standardize_with`; identity until set).
+    (:meth:`standardize_with`; identity until set). The base is a standard normal over the
+    flow's event shape (``(D,)``, or ``(C, H, W)`` for image flows).
 
-    **Data in** :math:`[0, 1)` **(images).** With ``logit_alpha`` :math:`= \alpha > 0` the
-    model first maps the data to logit space,
+    **Data in** :math:`[0, 1)` **(images).** With ``logit_alpha`` :math:`= \alpha > 0`,
+    :math:`g` is the inverse of the logit map
     :math:`v = \operatorname{logit}(\alpha + (1 - 2\alpha) x)`
-    (:func:`~pyroflows.data.logit_transform`), standardises and models :math:`v`, and adds the
-    exact log-determinant of that map, so :meth:`log_prob` is still the density of :math:`x`
-    and :meth:`sample` returns values in its support
+    (:class:`~pyroflows.transforms.LogitTransform`): the model standardises and models
+    :math:`v`, and the exact log-determinant of the map makes :meth:`log_prob` the density of
+    :math:`x`; :meth:`sample` returns values in its support
     :math:`(-\alpha, 1 - \alpha) / (1 - 2\alpha) \supset [0, 1]` (RealNVP, MAF). Data outside
     that support raise ``ValueError`` naming the rows while Pyro's validation is on (the
     default; the check reads values, so ``pyro.enable_validation(False)`` removes it). The base's
-    mean and scale and :math:`\mu, \sigma` are buffers: part of ``state_dict`` and moved by
-    ``.to(device)``.
+    mean and scale (fixed at 0 and 1) and :math:`\mu, \sigma` are buffers: part of
+    ``state_dict`` and moved by ``.to(device)``.
 
-    The methods mirror a Pyro distribution: :meth:`log_prob`, :meth:`sample`,
-    :meth:`rsample`, :meth:`rsample_and_log_prob`; :meth:`distribution` returns an actual
-    ``pyro.distributions.TransformedDistribution`` (for ``pyro.sample`` or anything else that
-    wants a distribution object). ``forward(x, context)`` is :meth:`log_prob`, so the model can
-    be wrapped in ``DistributedDataParallel``.
+    :meth:`distribution` returns the model as a
+    :class:`FlowDistribution` whose chain is ``[flow, standardisation (mu, sigma),
+    LogitTransform(alpha).inv]`` (for ``pyro.sample`` or anything else that wants a
+    distribution object); :meth:`log_prob`, :meth:`sample`, :meth:`rsample` and
+    :meth:`rsample_and_log_prob` are that distribution's. ``forward(x, context)`` is
+    :meth:`log_prob`, so the model can be wrapped in ``DistributedDataParallel``.
 
     Cost: a log-density costs one pass of the flow's inverse, a sample one pass of its forward
     map; see the flow's registry entry for which is fast.
@@ -106,20 +350,24 @@ class Flow(nn.Module):
                 f"Flow expects a pyroflows flow (FlowModule or .inv), got {type(flow).__name__}"
             )
         self.flow = flow
+        self.event_shape = tuple(flow.event_shape)
         self.input_dim, self.context_dim = flow.input_dim, flow.context_dim
         self.config = dict(config) if config is not None else None
-        dim = self.input_dim
-        self.register_buffer("base_loc", torch.zeros(dim))
-        self.register_buffer("base_scale", torch.ones(dim))
-        self.register_buffer("data_loc", torch.zeros(dim))
-        self.register_buffer("data_scale", torch.ones(dim))
+        shape = self.event_shape
+        self.register_buffer("base_loc", torch.zeros(shape))
+        self.register_buffer("base_scale", torch.ones(shape))
+        self.register_buffer("data_loc", torch.zeros(shape))
+        self.register_buffer("data_scale", torch.ones(shape))
+        # The fixed maps after the standardisation (no tensors: nothing in state_dict).
+        self.logit = None if logit_alpha is None else LogitTransform(shape, logit_alpha)
+        self._data_side = () if self.logit is None else (self.logit.inv,)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def build(
         cls,
         name: str,
-        input_dim: int,
+        input_dim: int | Sequence[int],
         context_dim: int = 0,
         *,
         logit_alpha: float | None = None,
@@ -127,9 +375,10 @@ class Flow(nn.Module):
     ) -> Flow:
         """Build the registry flow ``name`` (``REGISTRY[name].build``) and remember the recipe.
 
-        ``options`` are the builder's keyword arguments (``num_layers``, ``hidden_dims``, ...)
-        and must be JSON-serialisable, since checkpoints store them; ``logit_alpha`` is the
-        model's own option (see the class).
+        ``input_dim`` is the event size :math:`D`, or an event shape such as ``(C, H, W)`` for
+        flows that take images. ``options`` are the builder's keyword arguments
+        (``num_layers``, ``hidden_dims``, ...) and must be JSON-serialisable, since checkpoints
+        store them; ``logit_alpha`` is the model's own option (see the class).
 
         Example:
             >>> Flow.build("realnvp", 4, num_layers=2).config["name"]
@@ -137,9 +386,15 @@ class Flow(nn.Module):
         """
         if name not in REGISTRY:
             raise KeyError(f"no flow named {name!r}; registered: {sorted(REGISTRY)}")
+        if REGISTRY[name].fixed:
+            raise ValueError(
+                f"{name!r} is a fixed preprocessing map with nothing to fit; the model applies "
+                "its own (standardize_with, logit_alpha)"
+            )
+        event = int(input_dim) if isinstance(input_dim, int) else [int(n) for n in input_dim]
         config = {
             "name": name,
-            "input_dim": int(input_dim),
+            "input_dim": event,
             "context_dim": int(context_dim),
             "options": dict(options),
         }
@@ -149,7 +404,8 @@ class Flow(nn.Module):
             json.dumps(config)
         except TypeError as error:
             raise TypeError(f"flow options must be JSON-serialisable: {error}") from None
-        flow = REGISTRY[name].build(input_dim, context_dim, **options)
+        event = event if isinstance(event, int) else tuple(event)
+        flow = REGISTRY[name].build(event, context_dim, **options)
         return cls(flow, config, logit_alpha=logit_alpha)
 
     @classmethod
@@ -174,50 +430,31 @@ class Flow(nn.Module):
 
     @torch.no_grad()
     def standardize_with(self, data: Tensor) -> None:
-        r"""Set :math:`\mu, \sigma` to the per-column mean and standard deviation of ``data``.
+        r"""Set :math:`\mu, \sigma` to the per-element mean and standard deviation of ``data``.
 
-        Raises ``ValueError`` for data of the wrong shape, with non-finite values, or with a
-        constant column (its :math:`\sigma` would be 0).
+        ``data`` has shape ``(N, *event_shape)``; with ``logit_alpha`` the statistics are those
+        of the data in logit space. Raises ``ValueError`` for data of the wrong shape, with
+        non-finite values, or with a constant column (its :math:`\sigma` would be 0).
         """
         data = torch.as_tensor(data)
-        if data.dim() != 2 or data.shape[-1] != self.input_dim or len(data) < 2:
+        shape = self.event_shape
+        if data.dim() != 1 + len(shape) or tuple(data.shape[1:]) != shape or len(data) < 2:
+            expected = ", ".join(str(n) for n in shape)
             raise ValueError(
-                f"standardisation needs data of shape (N >= 2, {self.input_dim}), "
-                f"got {tuple(data.shape)}"
+                f"standardisation needs data of shape (N >= 2, {expected}), got {tuple(data.shape)}"
             )
         if not torch.isfinite(data).all():
             raise ValueError("standardisation data contain NaN or inf values")
-        data = self._to_model_space(data)[0]
+        if self.logit is not None:
+            data = self.logit.forward_and_log_det(data)[0]
         loc, scale = data.double().mean(0), data.double().std(0)
-        constant = torch.nonzero(scale == 0).flatten().tolist()
+        constant = torch.nonzero(scale.flatten() == 0).flatten().tolist()
         if constant:
             raise ValueError(f"cannot standardise constant column(s) {constant}")
         self.data_loc.copy_(loc)
         self.data_scale.copy_(scale)
 
     # -- the distribution -------------------------------------------------------------------------
-    def _to_model_space(self, x: Tensor) -> tuple[Tensor, Tensor | float]:
-        """The logit map (when set) and its log-determinant per example; else ``(x, 0)``."""
-        if self.logit_alpha is None:
-            return x, 0.0
-        # The range check reads the data on the host (a device sync): like Pyro's own support
-        # checks it runs while Pyro's validation is on (the default), and
-        # pyro.enable_validation(False) takes it off the scoring path.
-        if dist.is_validation_enabled():
-            squeezed = self.logit_alpha + (1 - 2 * self.logit_alpha) * x
-            outside = ~((squeezed > 0) & (squeezed < 1)).all(-1)
-            if bool(outside.any()):
-                rows = torch.nonzero(outside.reshape(-1)).flatten()[:10].tolist()
-                raise ValueError(
-                    f"this model takes data in [0, 1] (logit_alpha={self.logit_alpha}; its "
-                    f"support reaches alpha / (1 - 2 alpha) beyond); rows {rows} have values "
-                    "outside it"
-                )
-        return logit_transform(x, self.logit_alpha)
-
-    def _from_model_space(self, v: Tensor) -> Tensor:
-        return v if self.logit_alpha is None else inverse_logit_transform(v, self.logit_alpha)
-
     def _check_context(self, context: Tensor | None) -> None:
         if self.context_dim:
             if context is None:
@@ -232,50 +469,29 @@ class Flow(nn.Module):
         elif context is not None:
             raise ValueError("this model is not conditional: it takes no context")
 
-    def _transform(self, context: Tensor | None) -> Transform:
-        self._check_context(context)
-        return self.flow.condition(context) if self.context_dim else self.flow
+    def distribution(self, context: Tensor | None = None) -> FlowDistribution:
+        """The model as a :class:`FlowDistribution` (given ``context``).
 
-    def _base(self, context: Tensor | None) -> dist.TorchDistribution:
-        base = dist.Normal(self.base_loc, self.base_scale, validate_args=False).to_event(1)
-        if context is not None and context.dim() > 1:
-            base = base.expand(context.shape[:-1])
-        return base
-
-    def _unstandardize(self) -> AffineTransform:
-        return AffineTransform(self.data_loc, self.data_scale, event_dim=1)
-
-    def distribution(self, context: Tensor | None = None) -> dist.TransformedDistribution:
-        """The model as a ``pyro.distributions.TransformedDistribution`` (given ``context``).
+        Its chain is ``[flow, standardisation, LogitTransform(alpha).inv]`` (the last only with
+        ``logit_alpha``), and its batch shape that of the context.
 
         Example:
             >>> model = Flow.build("planar", 2)
             >>> model.distribution().event_shape
             torch.Size([2])
         """
-        transforms = [self._transform(context), self._unstandardize()]
-        if self.logit_alpha is not None:
-            squeeze = 1.0 - 2.0 * self.logit_alpha
-            transforms += [
-                IndependentTransform(SigmoidTransform(), 1),
-                AffineTransform(-self.logit_alpha / squeeze, 1.0 / squeeze, event_dim=1),
-            ]
-        return dist.TransformedDistribution(self._base(context), transforms, validate_args=False)
+        self._check_context(context)
+        return FlowDistribution(
+            self.flow, self.data_loc, self.data_scale, context, transforms=self._data_side
+        )
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log-density of ``x`` ``(..., D)``; shape ``(...)`` (broadcast with the context)."""
-        if x.shape[-1:] != (self.input_dim,):
-            raise ValueError(
-                f"expected data with event size {self.input_dim}, got shape {tuple(x.shape)}"
-            )
-        self._check_context(context)
-        v, logit_log_det = self._to_model_space(x)
-        u = (v - self.data_loc) / self.data_scale
-        # One uncached inverse pass that returns the log-det with it: the pass cache and its
-        # bookkeeping cannot help when scoring data (each batch is new).
-        z, log_det = self.flow.inverse_and_log_det(u, context)
-        log_prob = self._base(None).log_prob(z) + log_det - self.data_scale.log().sum()
-        return log_prob + logit_log_det
+        """Log-density of ``x`` ``(..., *event_shape)``, shape ``(...)`` (broadcast: context)."""
+        shape = self.event_shape
+        if x.dim() < len(shape) or tuple(x.shape[x.dim() - len(shape) :]) != shape:
+            what = f"event size {self.input_dim}" if len(shape) == 1 else f"event shape {shape}"
+            raise ValueError(f"expected data with {what}, got shape {tuple(x.shape)}")
+        return self.distribution(context).log_prob(x)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Same as :meth:`log_prob` (so that ``DistributedDataParallel`` can wrap the model)."""
@@ -289,29 +505,15 @@ class Flow(nn.Module):
         Cheap for flows whose forward map is fast (IAF-type), which find the log-det on the
         way.
         """
-        transform = self._transform(context)
-        base = self._base(context)
-        z = base.rsample(torch.Size(sample_shape))
-        y = transform(z)
-        log_prob = base.log_prob(z) - transform.log_abs_det_jacobian(z, y)
-        log_prob = log_prob - self.data_scale.log().sum()
-        v = self.data_loc + self.data_scale * y
-        if self.logit_alpha is None:
-            return v, log_prob
-        # log|dx/dv| from v itself: exact even where the sigmoid saturates in floating point
-        squeeze = math.log1p(-2 * self.logit_alpha)
-        log_dx_dv = (F.logsigmoid(v) + F.logsigmoid(-v)).sum(-1) - squeeze * self.input_dim
-        return self._from_model_space(v), log_prob - log_dx_dv
+        return self.distribution(context).rsample_and_log_prob(sample_shape)
 
     def rsample(self, sample_shape: _Size = (), context: Tensor | None = None) -> Tensor:
-        """Reparameterised samples, shape ``sample_shape + context batch + (D,)``."""
-        transform = self._transform(context)
-        y = transform(self._base(context).rsample(torch.Size(sample_shape)))
-        return self._from_model_space(self.data_loc + self.data_scale * y)
+        """Reparameterised samples, shape ``sample_shape + context batch + event_shape``."""
+        return self.distribution(context).rsample(sample_shape)
 
     @torch.no_grad()
     def sample(self, sample_shape: _Size = (), context: Tensor | None = None) -> Tensor:
-        """Samples without gradients, shape ``sample_shape + context batch + (D,)``."""
+        """Samples without gradients, shape ``sample_shape + context batch + event_shape``."""
         return self.rsample(sample_shape, context)
 
     def extra_repr(self) -> str:

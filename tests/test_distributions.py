@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pyro
 import pytest
 import torch
+from torch.distributions import ExpTransform
 
-from pyroflows.distributions import Flow
+from pyroflows.checkpoint import load_checkpoint, load_model
+from pyroflows.distributions import Flow, FlowDistribution
+from pyroflows.transforms import InverseFlow, LogitTransform
 
 F64 = torch.float64
 
@@ -156,3 +160,103 @@ def test_logit_preprocessing_models_data_in_the_unit_interval():
         assert model.log_prob(torch.tensor([[0.5, 0.5], [1.2, 0.2]], dtype=F64)).shape == (2,)
     with pytest.raises(ValueError, match="logit_alpha"):
         Flow.build("maf", 2, logit_alpha=0.7)
+
+
+# -- the one distribution, and checkpoints of earlier versions ------------------------------------
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["logit", "conditional"])
+def test_checkpoints_written_before_the_flow_distribution_load_and_score_the_same(name):
+    """``model.pt`` files written by main at 082736b (``Flow`` with its own log-density code;
+    tests/fixtures/make_flow_checkpoints.py) load strictly and give the log-densities that
+    version computed, to float64 rounding (the terms are now summed in another order)."""
+    payload = load_checkpoint(FIXTURES / f"flow_{name}_082736b.pt")
+    expected = load_checkpoint(FIXTURES / f"flow_{name}_082736b_expected.pt")
+    assert {"base_loc", "base_scale", "data_loc", "data_scale"} <= set(payload["model"])
+    model = Flow.from_config(payload["config"]).double()
+    model.load_state_dict(payload["model"], strict=True)
+    log_prob = model.log_prob(expected["x"], expected.get("context"))
+    torch.testing.assert_close(log_prob, expected["log_prob"], rtol=1e-13, atol=1e-13)
+    # the checkpoint loader (float32 model) reads the same files
+    single = load_model(FIXTURES / f"flow_{name}_082736b.pt")
+    context = expected.get("context")
+    log_prob32 = single.log_prob(
+        expected["x"].float(), None if context is None else context.float()
+    )
+    torch.testing.assert_close(log_prob32.double(), expected["log_prob"], rtol=1e-5, atol=1e-4)
+    assert set(model.state_dict()) == set(payload["model"])  # and new files keep the keys
+
+
+def test_distribution_chain_is_flow_standardisation_logit(model):
+    q = model.distribution()
+    assert isinstance(q, FlowDistribution) and q.flow is model.flow
+    assert q.loc is model.data_loc and q.scale is model.data_scale and q.transforms == ()
+    logit_model = Flow.build("realnvp", 2, num_layers=2, logit_alpha=0.05)
+    (last,) = logit_model.distribution().transforms
+    assert isinstance(last, InverseFlow) and isinstance(last.inv, LogitTransform)
+    assert last.inv.alpha == 0.05
+    assert logit_model.distribution().support.check(torch.tensor([0.0, 1.0])).all()
+
+
+def test_sampling_a_logit_model_is_one_forward_pass_of_each_map(monkeypatch):
+    model = Flow.build("realnvp", 2, num_layers=2, logit_alpha=0.05)
+    calls = []
+    for name, module in (("flow", model.flow), ("logit", model.logit)):
+        for hook in ("_forward_pass", "_inverse_pass"):
+            original = getattr(module, hook)
+
+            def counted(*args, _original=original, _key=(name, hook)):
+                calls.append(_key)
+                return _original(*args)
+
+            monkeypatch.setattr(module, hook, counted)
+    q = model.distribution()
+    x = q.rsample((3,))
+    log_prob = q.log_prob(x)  # the draw's own pass
+    assert sorted(calls) == [("flow", "_forward_pass"), ("logit", "_inverse_pass")]
+    assert log_prob.shape == (3,)
+    calls.clear()
+    model.log_prob(x.detach().clone())  # scoring data: one inverse pass of each map
+    assert sorted(calls) == [("flow", "_inverse_pass"), ("logit", "_forward_pass")]
+
+
+def test_flow_takes_image_shaped_events():
+    torch.manual_seed(0)
+    model = _perturbed(Flow.build("spline", (2, 3, 3), logit_alpha=0.05).double(), 0.1)
+    assert model.event_shape == (2, 3, 3) and model.input_dim == 18
+    assert model.config["input_dim"] == [2, 3, 3]
+    assert model.data_loc.shape == (2, 3, 3)
+    data = torch.rand(50, 2, 3, 3, dtype=F64) * 0.8 + 0.1
+    model.standardize_with(data)
+    x, log_prob = model.rsample_and_log_prob((4,))
+    assert x.shape == (4, 2, 3, 3) and log_prob.shape == (4,)
+    torch.testing.assert_close(log_prob, model.log_prob(x.detach().clone()))
+    rebuilt = Flow.from_config(model.config).double()
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.log_prob(data[:3]), model.log_prob(data[:3]))
+    with pytest.raises(ValueError, match=r"event shape \(2, 3, 3\)"):
+        model.log_prob(torch.rand(4, 18, dtype=F64))
+    with pytest.raises(ValueError, match=r"shape \(N >= 2, 2, 3, 3\)"):
+        model.standardize_with(torch.rand(5, 18))
+
+
+def test_flow_distribution_checks_its_transforms_and_expands():
+    flow = Flow.build("realnvp", 2, num_layers=1).flow
+    with pytest.raises(TypeError, match="unconditional pyroflows flows"):
+        FlowDistribution(flow, torch.zeros(2), torch.ones(2), transforms=[ExpTransform()])
+    with pytest.raises(ValueError, match="event shape"):
+        FlowDistribution(flow, torch.zeros(2), torch.ones(2), transforms=[LogitTransform(3)])
+    q = FlowDistribution(flow, torch.zeros(2), torch.ones(2), transforms=[LogitTransform(2).inv])
+    expanded = q.expand((4,))
+    assert expanded.batch_shape == (4,) and expanded.transforms == q.transforms
+    x, log_prob = expanded.rsample_and_log_prob((3,))
+    assert x.shape == (3, 4, 2) and log_prob.shape == (3, 4)
+    torch.testing.assert_close(expanded.log_prob(x.clone()), log_prob, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot expand"):
+        expanded.expand((3,))
+
+
+def test_fixed_maps_are_not_models():
+    with pytest.raises(ValueError, match="fixed preprocessing map"):
+        Flow.build("logit", 2)

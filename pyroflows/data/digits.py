@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..transforms import LogitTransform
+
 __all__ = [
     "bits_per_dim",
     "dequantize",
@@ -159,19 +161,23 @@ def logit_transform(x: Tensor, alpha: float = 0.05) -> tuple[Tensor, Tensor]:
     Squeezing into :math:`[\alpha, 1 - \alpha]` keeps :math:`y` finite at the borders. A
     density :math:`q` fitted to :math:`y` is a density on the :math:`[0, 1)` data by change
     of variables: :math:`\log p(x) = \log q(y) + \log|\det \partial y / \partial x|`; that is,
-    ``nll_x = nll_y - log_det``, which then goes into :func:`bits_per_dim`.
+    ``nll_x = nll_y - log_det``, which then goes into :func:`bits_per_dim`. This is the
+    forward pass of :class:`~pyroflows.transforms.LogitTransform` (the map a
+    :class:`~pyroflows.distributions.Flow` built with ``logit_alpha`` applies itself).
 
     Args:
         x: tensor of shape ``(..., D)`` with values in ``[0, 1]``.
         alpha: squeeze :math:`\alpha \in [0, 1/2)`; 0.05 as in RealNVP (MAF uses
-            :math:`10^{-6}` on MNIST). With 0, values 0 and 1 map to infinities.
+            :math:`10^{-6}` on MNIST). With 0, values 0 and 1 would map to infinities.
 
     Returns:
         ``(y, log_det)``: ``y`` of shape ``(..., D)`` and the log-determinant per example, of
         shape ``(...)``.
 
     Raises:
-        ValueError: if ``alpha`` is not in ``[0, 1/2)``.
+        ValueError: if ``alpha`` is not in ``[0, 1/2)``; while Pyro's validation is on (the
+            default), also for values outside the open interval
+            :math:`(-\alpha, 1 - \alpha) / (1 - 2\alpha)` (NaN included), naming the rows.
 
     References:
         Dinh, L., Sohl-Dickstein, J., Bengio, S. "Density estimation using Real NVP", ICLR
@@ -186,11 +192,9 @@ def logit_transform(x: Tensor, alpha: float = 0.05) -> tuple[Tensor, Tensor]:
         >>> bool(torch.allclose(inverse_logit_transform(y, alpha=0.05), x, atol=1e-5))
         True
     """
-    _check_alpha(alpha)
-    squeezed = alpha + (1.0 - 2.0 * alpha) * x
-    log_s, log_one_minus_s = torch.log(squeezed), torch.log1p(-squeezed)
-    log_det = (math.log1p(-2.0 * alpha) - log_s - log_one_minus_s).sum(-1)
-    return log_s - log_one_minus_s, log_det
+    if x.dim() < 1:
+        raise ValueError(f"logit_transform expects x of shape (..., D), got {tuple(x.shape)}")
+    return LogitTransform(x.shape[-1], alpha, cache_size=0).forward_and_log_det(x)
 
 
 def inverse_logit_transform(y: Tensor, alpha: float = 0.05) -> Tensor:
@@ -200,7 +204,8 @@ def inverse_logit_transform(y: Tensor, alpha: float = 0.05) -> Tensor:
 
         x = \frac{\sigma(y) - \alpha}{1 - 2\alpha}, \qquad \sigma(y) = \frac{1}{1 + e^{-y}}.
 
-    Use it on samples of a model fitted in logit space; values land in
+    The inverse pass of :class:`~pyroflows.transforms.LogitTransform`. Use it on samples of a
+    model fitted in logit space; values land in
     :math:`(-\alpha / (1 - 2\alpha),\ (1 - \alpha) / (1 - 2\alpha))`, so clamp to
     :math:`[0, 1)` before multiplying by the number of levels and rounding down.
 
@@ -224,8 +229,8 @@ def inverse_logit_transform(y: Tensor, alpha: float = 0.05) -> Tensor:
         >>> bool(torch.allclose(inverse_logit_transform(y, alpha=0.01), x, atol=1e-6))
         True
     """
-    _check_alpha(alpha)
-    return (torch.sigmoid(y) - alpha) / (1.0 - 2.0 * alpha)
+    logit = LogitTransform(1, alpha, cache_size=0)
+    return logit.inverse_and_log_det(y.unsqueeze(-1))[0].squeeze(-1)
 
 
 def bits_per_dim(nll: float | Tensor, dim: int, levels: int = 17) -> float | Tensor:
@@ -274,8 +279,3 @@ def bits_per_dim(nll: float | Tensor, dim: int, levels: int = 17) -> float | Ten
     if levels < 1:
         raise ValueError(f"levels must be at least 1, got {levels}")
     return (nll + dim * math.log(levels)) / (dim * math.log(2.0))
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0.0 <= alpha < 0.5:
-        raise ValueError(f"alpha must be in [0, 0.5), got {alpha}")

@@ -2,13 +2,13 @@ r"""Amortized flow posteriors for local latents: an encoder plus a conditional f
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn import MLP, inverse_softplus
 from ..transforms import REGISTRY
 from .posterior import FlowPosterior
 
@@ -97,6 +97,8 @@ class AmortizedFlow(nn.Module):
             context_dim = 0
         elif flow not in REGISTRY:
             raise KeyError(f"no flow named {flow!r}; registered: {sorted(REGISTRY)}")
+        elif REGISTRY[flow].fixed:
+            raise ValueError(f"{flow!r} is a fixed preprocessing map, not a flow to fit")
         elif context_dim and not REGISTRY[flow].conditional:
             raise ValueError(f"flow {flow!r} has no conditional form; use context_dim=0")
         self.input_dim, self.latent_dim, self.context_dim = input_dim, latent_dim, context_dim
@@ -107,7 +109,7 @@ class AmortizedFlow(nn.Module):
         self.flow = (
             None if flow is None else REGISTRY[flow].build(latent_dim, context_dim, **flow_options)
         )
-        self._scale_shift = math.log(math.expm1(init_scale))  # softplus^{-1}(init_scale)
+        self._scale_shift = inverse_softplus(init_scale)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         r"""``(mu, sigma, h)`` for data ``x`` of shape ``(..., input_dim)``."""
@@ -134,13 +136,9 @@ class AmortizedFlow(nn.Module):
         return FlowPosterior(self.flow, loc, scale, context)
 
 
-def _mlp(input_dim: int, hidden_dims: list[int], output_dim: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    size = input_dim
-    for hidden in hidden_dims:
-        layers += [nn.Linear(size, hidden), nn.ELU()]
-        size = hidden
-    last = nn.Linear(size, output_dim)
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
-    return nn.Sequential(*layers, last)
+def _mlp(input_dim: int, hidden_dims: list[int], output_dim: int) -> MLP:
+    """The default encoder: an ELU :class:`~pyroflows.nn.MLP` whose last layer starts at zero."""
+    net = MLP(input_dim, hidden_dims, output_dim, activation=nn.ELU)
+    nn.init.zeros_(net.output_layer.weight)
+    nn.init.zeros_(net.output_layer.bias)
+    return net

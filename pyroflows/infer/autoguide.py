@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.distributions import Transform
 
 from ..transforms import REGISTRY
-from .posterior import FlowPosterior, flow_forward
+from .posterior import FlowPosterior
 
 __all__ = ["AutoFlow"]
 
@@ -117,6 +117,8 @@ class AutoFlow(AutoContinuous):
         if isinstance(flow, str):
             if flow not in REGISTRY:
                 raise KeyError(f"no flow named {flow!r}; registered: {sorted(REGISTRY)}")
+            if REGISTRY[flow].fixed:
+                raise ValueError(f"{flow!r} is a fixed preprocessing map, not a flow to fit")
             if REGISTRY[flow].fast_direction == "inverse":
                 warnings.warn(
                     f"flow {flow!r} samples sequentially (D network passes per layer, "
@@ -169,7 +171,8 @@ class AutoFlow(AutoContinuous):
         eps = torch.randn(
             _STANDARDISE_DRAWS, self.latent_dim, generator=generator, device=init.device
         ).to(init.dtype)
-        u, _ = flow_forward(flow, eps, None)
+        zeros, ones = init.new_zeros(self.latent_dim), init.new_ones(self.latent_dim)
+        u, _ = FlowPosterior(flow, zeros, ones).from_noise(eps)
         mean, std = u.mean(0), u.std(0)
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
             raise ValueError("the flow's initial output is degenerate (non-finite or constant)")

@@ -5,7 +5,8 @@ A flow is a :class:`~pyro.distributions.torch_transform.TransformModule` with th
 also conditional (``flow.condition(context)``). Three structures (:class:`Elementwise`,
 :class:`Coupling`, :class:`Autoregressive`) take any element-wise transformer
 (:class:`Affine`, :class:`Additive`, :class:`PReLU`, :class:`RationalQuadraticSpline`,
-:class:`DeepSigmoid`). See :data:`REGISTRY` for the catalogue.
+:class:`DeepSigmoid`). Two fixed maps, :class:`FixedAffine` and :class:`LogitTransform`, carry a
+model's data to the flow's space. See :data:`REGISTRY` for the catalogue.
 """
 
 import warnings
@@ -45,6 +46,7 @@ from .linear import (
     permutation,
 )
 from .planar import Planar
+from .preprocessing import FixedAffine, LogitTransform
 from .radial import Radial
 from .registry import REGISTRY, FlowSpec, build, register
 from .stacks import autoregressive_stack, coupling_stack, iaf, maf, naf, nice, nsf, realnvp
@@ -69,6 +71,7 @@ __all__ = [
     "Elementwise",
     "ElementwiseAffine",
     "ElementwiseTransformer",
+    "FixedAffine",
     "FlowModule",
     "FlowSequence",
     "FlowSpec",
@@ -79,6 +82,7 @@ __all__ = [
     "InverseNotConvergedWarning",
     "LULinear",
     "LeakyReLU",
+    "LogitTransform",
     "PReLU",
     "Permutation",
     "Planar",

@@ -35,6 +35,7 @@ from .linear import (
     permutation,
 )
 from .planar import Planar
+from .preprocessing import FixedAffine, LogitTransform
 from .radial import Radial
 from .stacks import iaf, maf, naf, nice, nsf, realnvp
 from .transformers import Additive, DeepSigmoid
@@ -63,6 +64,9 @@ class FlowSpec:
         fast_direction: ``"forward"``, ``"inverse"`` or ``"both"`` (default).
         event_dims: the event ranks the flow accepts: ``(1,)`` for vectors only (default);
             ``(1, 3)`` also takes ``(C, H, W)`` images.
+        fixed: ``True`` for a fixed map with nothing to train (``family="preprocessing"``):
+            a step of a model's chain, not a flow to fit, so ``Flow.build``, the guides and the
+            command line refuse it (default ``False``).
 
     Example:
         >>> from pyroflows.transforms import REGISTRY
@@ -85,6 +89,7 @@ class FlowSpec:
     conditional: bool = True
     fast_direction: Literal["forward", "inverse", "both"] = "both"
     event_dims: tuple[int, ...] = (1,)
+    fixed: bool = False
 
     def build(self, event: int | Sequence[int], context_dim: int = 0, **kwargs: Any) -> Transform:
         """Build the flow for events of size (or shape) ``event``, with a context if asked."""
@@ -216,6 +221,11 @@ for _spec in (
     FlowSpec("naf", naf, "autoregressive", "O(L D^2 K H), sequential sampling with root-finds",
              "O(L D K H), parallel density", _NAF, (FlowSequence,), inverse="numerical",
              fast_direction="inverse"),
+    # -- preprocessing: fixed maps, the data side of a model's chain ----------------------
+    FlowSpec("fixed_affine", FixedAffine, "preprocessing", "O(D)", "O(D)", _MAF,
+             (FixedAffine,), conditional=False, event_dims=_IMAGES, fixed=True),
+    FlowSpec("logit", LogitTransform, "preprocessing", "O(D)", "O(D)", _REALNVP,
+             (LogitTransform,), conditional=False, event_dims=_IMAGES, fixed=True),
 ):
     register(_spec)
 # fmt: on

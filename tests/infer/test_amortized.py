@@ -395,6 +395,42 @@ def test_encoder_and_flow_sizes_are_set_separately():
     assert made.layers[0].weight.shape[0] == 40
 
 
+def test_default_encoder_is_the_elu_mlp_with_a_zero_last_layer():
+    """The encoder is pyroflows.nn.MLP(activation=ELU) with its last layer zeroed: the same
+    layers, initial weights (same seed) and outputs as the hand-written builder it replaces."""
+
+    def previous_builder(input_dim, hidden_dims, output_dim):  # the builder before nn.MLP
+        layers, size = [], input_dim
+        for hidden in hidden_dims:
+            layers += [nn.Linear(size, hidden), nn.ELU()]
+            size = hidden
+        last = nn.Linear(size, output_dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        return nn.Sequential(*layers, last)
+
+    torch.manual_seed(5)
+    posterior = AmortizedFlow(DIM, LATENT, "iaf", context_dim=3, encoder_hidden_dims=(16, 8))
+    torch.manual_seed(5)
+    previous = previous_builder(DIM, [16, 8], 2 * LATENT + 3)
+    assert [type(m) for m in posterior.encoder] == [type(m) for m in previous]
+    current_state, previous_state = posterior.encoder.state_dict(), previous.state_dict()
+    assert current_state.keys() == previous_state.keys()
+    for key, value in previous_state.items():
+        assert torch.equal(current_state[key], value), key
+    x = torch.randn(5, DIM)
+    assert torch.equal(posterior.encoder(x), previous(x))
+    with torch.no_grad():  # past the zero last layer, the hidden layers agree too
+        for module in (posterior.encoder[-1], previous[-1]):
+            module.weight.fill_(0.1)
+    assert torch.equal(posterior.encoder(x), previous(x))
+
+
+def test_fixed_maps_are_not_posteriors():
+    with pytest.raises(ValueError, match="fixed preprocessing map"):
+        AmortizedFlow(DIM, LATENT, "logit", context_dim=0)
+
+
 def test_initial_posterior_is_the_standard_normal_times_init_scale():
     posterior = AmortizedFlow(DIM, LATENT, None, init_scale=0.5)
     loc, scale, _ = posterior.encode(torch.randn(3, DIM))

@@ -12,13 +12,14 @@ import math
 import pickle
 import re
 
+import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pyro.distributions.conditional import ConditionalTransformedDistribution
-from torch.distributions import Transform
+from torch.distributions import Transform, biject_to
 
 import pyroflows.transforms as transforms
 from pyroflows.transforms import REGISTRY
@@ -26,9 +27,12 @@ from pyroflows.transforms import REGISTRY
 from .cases import (
     CASE_IDS,
     CASES,
+    RANGE_CHECKED,
+    SKIP_FAR,
     as_transform,
     density_tolerance,
     far_tolerance,
+    is_real,
     make_context,
     make_flow,
     make_input,
@@ -56,11 +60,11 @@ def _standard_normal(shape, dtype=torch.float64):
 def test_round_trip_both_ways(case, dtype):
     _, _, t = _flow_and_transform(case, dtype=dtype)
     tol = tolerance(case, dtype)
-    x = make_input((5,), case.event_shape, dtype)
+    x = make_input((5,), case.event_shape, dtype, constraint=t.domain)
     y = t(x)
     assert t.inv(y) is x  # the cache returns the very input
     torch.testing.assert_close(t.inv(y.clone()), x, atol=tol, rtol=tol)  # computed
-    y0 = make_input((5,), case.event_shape, dtype, seed=7)
+    y0 = make_input((5,), case.event_shape, dtype, seed=7, constraint=t.codomain)
     x0 = t.inv(y0)
     torch.testing.assert_close(t(x0.clone()), y0, atol=tol, rtol=tol)
 
@@ -70,7 +74,7 @@ def test_round_trip_both_ways(case, dtype):
 def test_public_passes_agree_with_the_transform_interface(case):
     flow, context, t = _flow_and_transform(case)
     tol = tolerance(case, torch.float64)
-    x = make_input((5,), case.event_shape)
+    x = make_input((5,), case.event_shape, constraint=t.domain)
     y, log_det = flow.forward_and_log_det(x, context)
     uncached = t.with_cache(0)
     torch.testing.assert_close(y, uncached(x), atol=0, rtol=0)
@@ -107,7 +111,7 @@ def _flat_jacobian(transform, value):
 @cases
 def test_log_det_matches_autograd_jacobian(case):
     flow, context, t = _flow_and_transform(case)
-    x = make_input((5,), case.event_shape)
+    x = make_input((5,), case.event_shape, constraint=t.domain)
     y = t(x)
     log_det = t.log_abs_det_jacobian(x, y)
     log_det_inverse = t.inv.log_abs_det_jacobian(y, x)
@@ -124,13 +128,13 @@ def test_log_det_matches_autograd_jacobian(case):
 @cases
 def test_cached_log_det_equals_recomputed(case):
     _, _, t = _flow_and_transform(case)
-    x = make_input((5,), case.event_shape)
+    x = make_input((5,), case.event_shape, constraint=t.domain)
     y = t(x)
     cached = t.log_abs_det_jacobian(x, y)
     recomputed = t.log_abs_det_jacobian(x.clone(), y.clone())
     torch.testing.assert_close(cached, recomputed, atol=1e-12, rtol=1e-12)
     # scoring after an inverse pass uses the log-det found on the way
-    y2 = make_input((5,), case.event_shape, seed=11)
+    y2 = make_input((5,), case.event_shape, seed=11, constraint=t.codomain)
     x2 = t.inv(y2)
     torch.testing.assert_close(
         t.log_abs_det_jacobian(x2, y2), t.log_abs_det_jacobian(x2.clone(), y2.clone())
@@ -141,7 +145,7 @@ def test_cached_log_det_equals_recomputed(case):
 def test_cache_size_zero_gives_the_same_results(case):
     flow, _, t = _flow_and_transform(case)
     uncached = t.with_cache(0)
-    x = make_input((5,), case.event_shape)
+    x = make_input((5,), case.event_shape, constraint=t.domain)
     y = t(x)
     y_uncached = uncached(x)
     torch.testing.assert_close(y_uncached, y)
@@ -155,7 +159,7 @@ def test_cache_size_zero_gives_the_same_results(case):
 @pytest.mark.parametrize("batch_shape", [(), (5,), (3, 4)], ids=["scalar", "5", "3x4"])
 def test_batch_shapes(case, batch_shape):
     _, _, t = _flow_and_transform(case, batch_shape=batch_shape)
-    x = make_input(batch_shape, case.event_shape)
+    x = make_input(batch_shape, case.event_shape, constraint=t.domain)
     y = t(x)
     assert y.shape == x.shape
     assert t.log_abs_det_jacobian(x, y).shape == batch_shape
@@ -167,7 +171,7 @@ def test_batch_shapes(case, batch_shape):
 @pytest.mark.parametrize("case", CONDITIONAL_CASES, ids=lambda case: case.id)
 def test_context_batch_broadcasts_against_sample_batch(case):
     _, _, t = _flow_and_transform(case, batch_shape=(4,))
-    x = make_input((3, 4), case.event_shape)
+    x = make_input((3, 4), case.event_shape, constraint=t.domain)
     y = t(x)
     assert t.log_abs_det_jacobian(x, y).shape == (3, 4)
     torch.testing.assert_close(t.inv(y.clone()), x, atol=1e-9, rtol=1e-9)
@@ -177,7 +181,7 @@ def test_context_batch_broadcasts_against_sample_batch(case):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_dtype_is_preserved(case, dtype):
     _, _, t = _flow_and_transform(case, dtype=dtype)
-    x = make_input((5,), case.event_shape, dtype)
+    x = make_input((5,), case.event_shape, dtype, constraint=t.domain)
     y = t(x)
     assert y.dtype == dtype
     assert t.log_abs_det_jacobian(x, y).dtype == dtype
@@ -190,9 +194,10 @@ def test_gradients_reach_every_parameter(case):
     flow, _, t = _flow_and_transform(case)
     params = dict(flow.named_parameters())
     if not params:
-        assert isinstance(flow, transforms.Permutation), "only fixed maps lack params"
+        fixed = case.spec.fixed or isinstance(flow, transforms.Permutation)
+        assert fixed, "only fixed maps lack params"
         return
-    x = make_input((5,), case.event_shape)
+    x = make_input((5,), case.event_shape, constraint=t.domain)
     model = dist.TransformedDistribution(_standard_normal(case.event_shape), [t.with_cache(0)])
     loss = -model.log_prob(x).sum() + t(x).pow(2).sum()  # uses inverse and forward
     loss.backward()
@@ -206,7 +211,7 @@ def test_gradients_reach_every_parameter(case):
 @cases
 def test_state_dict_round_trip(case):
     flow, context, t = _flow_and_transform(case)
-    x = make_input((5,), case.event_shape)
+    x = make_input((5,), case.event_shape, constraint=t.domain)
     buffer = io.BytesIO()
     torch.save(flow.state_dict(), buffer)
     buffer.seek(0)
@@ -222,7 +227,7 @@ def test_state_dict_round_trip(case):
 @pytest.mark.parametrize("method", ["deepcopy", "pickle"])
 def test_copies_after_a_forward_pass(case, method):
     flow, context, t = _flow_and_transform(case)
-    x = make_input((5,), case.event_shape).requires_grad_()
+    x = make_input((5,), case.event_shape, constraint=t.domain).requires_grad_()
     y = t(x)  # fills caches with tensors that are part of an autograd graph
     t.log_abs_det_jacobian(x, y)
     duplicate = copy.deepcopy if method == "deepcopy" else lambda m: pickle.loads(pickle.dumps(m))
@@ -253,7 +258,7 @@ def test_wrong_event_size_raises(case):
 @cases
 def test_context_errors(case):
     flow = make_flow(case)
-    x = make_input((5,), case.event_shape)
+    x = make_input((5,), case.event_shape, constraint=flow.domain)
     if not case.conditional:
         assert flow.condition(torch.randn(5, 7)) is flow  # constant under conditioning
         return
@@ -268,8 +273,18 @@ def test_context_errors(case):
 @cases
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 def test_nan_stays_in_its_sample(case, direction):
+    if case.name in RANGE_CHECKED:  # see the reason there
+        with pyro.validation_enabled(False):
+            _check_nan_stays_in_its_sample(case, direction)
+    else:
+        _check_nan_stays_in_its_sample(case, direction)
+
+
+def _check_nan_stays_in_its_sample(case, direction):
     _, _, t = _flow_and_transform(case)
-    data = make_input((5,), case.event_shape)
+    data = make_input(
+        (5,), case.event_shape, constraint=t.domain if direction == "forward" else t.codomain
+    )
     poisoned = data.clone()
     poisoned[2, 0] = float("nan")
     apply = t.with_cache(0) if direction == "forward" else t.with_cache(0).inv
@@ -294,7 +309,14 @@ def test_density_integrates_to_one_on_a_grid(case):
     shape = case.shape(2)  # two elements: (2,) or, for images, (2, 1, 1)
     flow = make_flow(case, shape=shape, scale=0.25)
     context = make_context(case, ())
-    model = dist.TransformedDistribution(_standard_normal(shape), [as_transform(flow, context)])
+    # A flow on a bounded domain gets its base there: the standard normal carried into the
+    # domain by biject_to (nothing is prepended for flows on the reals). The grid is the
+    # codomain's, which must be the reals.
+    assert is_real(flow.codomain)
+    onto_domain = [] if is_real(flow.domain) else [biject_to(flow.domain)]
+    model = dist.TransformedDistribution(
+        _standard_normal(shape), [*onto_domain, as_transform(flow, context)]
+    )
     # Midpoint rule on 400 x 400 cells of [-10, 10]^2: cell edges fall on 0, where element-wise
     # flows such as the leaky ReLU have a kink, so the quadrature stays second order.
     half_width, cells = 10.0, 400
@@ -339,7 +361,7 @@ def test_inverse_is_a_usable_module(case):
     assert inverse.inv is flow
     assert {id(p) for p in inverse.parameters()} == {id(p) for p in flow.parameters()}
     assert set(inverse.state_dict()) == {f"flow.{k}" for k in flow.state_dict()}
-    y = make_input((5,), case.event_shape)
+    y = make_input((5,), case.event_shape, constraint=flow.codomain)
     inverse_t = as_transform(inverse, context)
     x = inverse_t(y)
     torch.testing.assert_close(inverse_t.inv(x.clone()), y, atol=1e-9, rtol=1e-9)
@@ -356,7 +378,15 @@ def test_inverse_is_a_usable_module(case):
 
 
 # -- far from the training range ---------------------------------------------------------------
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+FAR_CASES = [
+    pytest.param(case, marks=pytest.mark.skip(SKIP_FAR[case.name]))
+    if case.name in SKIP_FAR
+    else case
+    for case in CASES
+]
+
+
+@pytest.mark.parametrize("case", FAR_CASES, ids=CASE_IDS)
 @settings(max_examples=20, deadline=None)
 @given(
     values=st.lists(
