@@ -47,13 +47,20 @@ import torch
 from _timing import machine_line
 from pyro.nn import AutoRegressiveNN
 
-from pyroflows.data import bits_per_dim, dequantize, load_digits, logit_transform
+from pyroflows.data import (
+    DIGITS_DIM,
+    DIGITS_LEVELS,
+    bits_per_dim,
+    dequantize,
+    load_digits,
+    logit_transform,
+)
 from pyroflows.data import train_test_split as split_rows
 from pyroflows.distributions import Flow
 from pyroflows.train import _split, fit
 from pyroflows.transforms import spline_autoregressive
 
-DIM, LEVELS = 64, 17
+DIM, LEVELS = DIGITS_DIM, DIGITS_LEVELS
 ALPHA = 1e-3  # logit squeeze; 0.05 (RealNVP's value) is far worse on these 17-level images
 BEST = {"num_layers": 5, "hidden_dims": [256, 256], "count_bins": 4, "bound": 5.0}
 

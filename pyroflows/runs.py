@@ -25,13 +25,12 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model, save_checkpoint
-from .data import TOY_DATASETS, bits_per_dim, dataset
+from .data import DIGITS_DIM, DIGITS_LEVELS, TOY_DATASETS, bits_per_dim, dataset
 from .distributions import Flow
 from .train import fit, resolve_device
 
 __all__ = ["evaluate_run", "fit_run", "sample_run"]
 
-DIGITS_DIM, DIGITS_LEVELS = 64, 17
 DIGITS_LOGIT_ALPHA = 1e-3  # far better than RealNVP's 0.05 on these 17-level images
 
 

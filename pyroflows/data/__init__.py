@@ -21,6 +21,8 @@ the caller; the global random states of numpy and torch are never touched.
 from __future__ import annotations
 
 from .digits import (
+    DIGITS_DIM,
+    DIGITS_LEVELS,
     bits_per_dim,
     dequantize,
     inverse_logit_transform,
@@ -34,6 +36,8 @@ from .split import train_test_split
 from .toy import TOY_DATASETS, make_toy
 
 __all__ = [
+    "DIGITS_DIM",
+    "DIGITS_LEVELS",
     "TOY_DATASETS",
     "bits_per_dim",
     "dataset",

@@ -27,12 +27,19 @@ from torch import Tensor
 from ..transforms import LogitTransform
 
 __all__ = [
+    "DIGITS_DIM",
+    "DIGITS_LEVELS",
     "bits_per_dim",
     "dequantize",
     "inverse_logit_transform",
     "load_digits",
     "logit_transform",
 ]
+
+DIGITS_DIM = 64
+"""Pixels of one 8 x 8 digit image."""
+DIGITS_LEVELS = 17
+"""Grey levels of the digits, 0 to 16."""
 
 
 def load_digits(
@@ -94,7 +101,7 @@ def load_digits(
     return torch.as_tensor(images, dtype=dtype, device=device)
 
 
-def dequantize(x: Tensor, levels: int = 17, seed: int = 0) -> Tensor:
+def dequantize(x: Tensor, levels: int = DIGITS_LEVELS, seed: int = 0) -> Tensor:
     r"""Uniform dequantisation of integer data to :math:`[0, 1)`.
 
     .. math::
@@ -233,7 +240,7 @@ def inverse_logit_transform(y: Tensor, alpha: float = 0.05) -> Tensor:
     return logit.inverse_and_log_det(y.unsqueeze(-1))[0].squeeze(-1)
 
 
-def bits_per_dim(nll: float | Tensor, dim: int, levels: int = 17) -> float | Tensor:
+def bits_per_dim(nll: float | Tensor, dim: int, levels: int = DIGITS_LEVELS) -> float | Tensor:
     r"""Convert the NLL of dequantised :math:`[0, 1)` data to bits per dimension.
 
     If :math:`x = (k + u) / L` (:func:`dequantize`), the same point on the integer scale is

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .digits import dequantize, load_digits
+from .digits import DIGITS_LEVELS, dequantize, load_digits
 from .files import SUPPORTED_SUFFIXES, load_array
 from .sphere import sphere_mixture
 from .toy import _ALIASES, TOY_DATASETS, make_toy
@@ -86,7 +86,7 @@ def dataset(
         _forbid_num_samples(num_samples, "'digits'")
         _forbid_options(options, source, allowed=("test_fraction", "random_state"))
         images = load_digits(split, dtype=dtype, device=device, **options)
-        return dequantize(images, levels=17, seed=seed)
+        return dequantize(images, levels=DIGITS_LEVELS, seed=seed)
     if source == "sphere_mixture":
         _forbid_options(
             options, source, allowed=("dim", "num_components", "radius", "std", "means_seed")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -254,6 +255,19 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
     @property
     def codomain(self) -> constraints.Constraint:
         return _real_events(len(self.event_shape))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The hooks were called _forward and _backward before 0.1: a subclass written then
+        # still works, with a DeprecationWarning naming the new name.
+        super().__init_subclass__(**kwargs)
+        for old, new in (("_forward", "_forward_pass"), ("_backward", "_inverse_pass")):
+            if old in cls.__dict__ and new not in cls.__dict__:
+                warnings.warn(
+                    f"{cls.__name__}.{old} is deprecated: name the hook {new}",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                setattr(cls, new, cls.__dict__[old])
 
     # -- the maths, written once per flow -------------------------------------------------
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:

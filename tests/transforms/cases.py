@@ -151,6 +151,11 @@ def tolerance(case: Case, dtype: torch.dtype) -> float:
     return TOLERANCE_FLOAT32.get(case.name, (1e-4, ""))[0]
 
 
+# Where the suite runs: ``--device`` (tests/transforms/conftest.py sets it). Flows are built,
+# warmed up and perturbed on the CPU (the same seeded flow on every device), then moved here.
+DEVICE = torch.device("cpu")
+
+
 def make_flow(
     case: Case,
     shape: tuple[int, ...] | None = None,
@@ -165,13 +170,14 @@ def make_flow(
     event = shape[0] if len(shape) == 1 else shape
     options = BUILD_OPTIONS[case.name](shape, dtype) if case.name in BUILD_OPTIONS else {}
     flow = case.spec.build(event, context_dim=case.context_dim, **options).to(dtype)
-    warmup = make_input((64,), shape, dtype, seed=None, constraint=flow.domain)
+    warmup = make_input((64,), shape, dtype, seed=None, constraint=flow.domain).cpu()
     context = torch.randn(64, case.context_dim, dtype=dtype) if case.conditional else None
     with torch.no_grad():
         as_transform(flow, context)(warmup)
         for param in flow.parameters():
             fan = param.shape[-1] if param.dim() >= 2 else 1
             param.add_(scale / math.sqrt(fan) * torch.randn_like(param))
+    flow = flow.to(DEVICE)
     flow.clear_cache()
     return flow
 
@@ -184,7 +190,7 @@ def make_context(case: Case, batch_shape, dtype=torch.float64, seed: int = 1):
     if not case.conditional:
         return None
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(*batch_shape, case.context_dim, dtype=dtype, generator=generator)
+    return torch.randn(*batch_shape, case.context_dim, dtype=dtype, generator=generator).to(DEVICE)
 
 
 def is_real(constraint) -> bool:
@@ -206,5 +212,5 @@ def make_input(
     its forward map, its ``codomain`` for inputs of the inverse) when that is not the reals."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     generator = None if seed is None else torch.Generator().manual_seed(seed)
-    value = torch.randn(*batch_shape, *shape, dtype=dtype, generator=generator)
+    value = torch.randn(*batch_shape, *shape, dtype=dtype, generator=generator).to(DEVICE)
     return onto(constraint, value)

@@ -123,3 +123,28 @@ def test_flows_drop_into_pyro_autonormalizingflow():
         samples = guide.get_posterior().sample((4000,))
     torch.testing.assert_close(samples.mean(0), torch.tensor([3.0, -1.0]), atol=0.1, rtol=0)
     torch.testing.assert_close(samples.std(0), torch.tensor([0.5, 0.5]), atol=0.05, rtol=0)
+
+
+def test_hooks_under_their_old_names_still_work_with_a_deprecation_warning():
+    from pyroflows.transforms import FlowModule
+
+    with pytest.warns(DeprecationWarning) as record:
+
+        class OldShift(FlowModule):
+            def _forward(self, x, context):
+                return x + 1, x.new_zeros(x.shape[:-1])
+
+            def _backward(self, y, context):
+                return y - 1, None
+
+    messages = sorted(str(warning.message) for warning in record)
+    assert messages == [
+        "OldShift._backward is deprecated: name the hook _inverse_pass",
+        "OldShift._forward is deprecated: name the hook _forward_pass",
+    ]
+    flow = OldShift(2)
+    x = torch.zeros(3, 2)
+    y, log_det = flow.forward_and_log_det(x)
+    assert torch.equal(y, x + 1) and torch.equal(log_det, torch.zeros(3))
+    x_back, inverse_log_det = flow.inverse_and_log_det(y)
+    assert torch.equal(x_back, x) and torch.equal(inverse_log_det, torch.zeros(3))

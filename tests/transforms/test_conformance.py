@@ -1,7 +1,8 @@
 """The transform contract, checked on every registry entry (DESIGN.md section 3).
 
 A flow is tested here the moment it is registered. Conditional flows run every check after
-``.condition(context)`` with a batch of contexts.
+``.condition(context)`` with a batch of contexts. ``pytest --device cuda tests/transforms`` reruns
+the suite on a GPU (flows are built on the CPU with the same seeds, then moved).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch.distributions import Transform, biject_to
 import pyroflows.transforms as transforms
 from pyroflows.transforms import REGISTRY
 
+from . import cases as cases_module
 from .cases import (
     CASE_IDS,
     CASES,
@@ -50,7 +52,8 @@ def _flow_and_transform(case, batch_shape=(5,), dtype=torch.float64):
 
 
 def _standard_normal(shape, dtype=torch.float64):
-    loc, scale = torch.zeros(shape, dtype=dtype), torch.ones(shape, dtype=dtype)
+    loc = torch.zeros(shape, dtype=dtype, device=cases_module.DEVICE)
+    scale = torch.ones(shape, dtype=dtype, device=cases_module.DEVICE)
     return dist.Normal(loc, scale, validate_args=False).to_event(len(shape))
 
 
@@ -94,7 +97,9 @@ def test_public_passes_agree_with_the_transform_interface(case):
             t.forward_and_log_det(x, context)
     else:
         with pytest.raises(ValueError, match="takes no context"):
-            flow.inverse_and_log_det(y, torch.zeros(5, 2, dtype=torch.float64))
+            flow.inverse_and_log_det(
+                y, torch.zeros(5, 2, dtype=torch.float64, device=cases_module.DEVICE)
+            )
 
 
 # -- log-det against the autograd Jacobian ----------------------------------------------------
@@ -252,7 +257,7 @@ def test_wrong_event_size_raises(case):
         with pytest.raises(ValueError, match=expected):
             call(bad)
     with pytest.raises(ValueError, match="got shape"):
-        t(torch.tensor(1.0, dtype=torch.float64))
+        t(torch.tensor(1.0, dtype=torch.float64, device=cases_module.DEVICE))
 
 
 @cases
@@ -267,7 +272,9 @@ def test_context_errors(case):
     with pytest.raises(ValueError, match="needs a context"):
         flow.inv(x)
     with pytest.raises(ValueError, match=rf"context of shape \(\.\.\., {case.context_dim}\)"):
-        flow.condition(torch.randn(5, case.context_dim + 1, dtype=torch.float64))
+        flow.condition(
+            torch.randn(5, case.context_dim + 1, dtype=torch.float64, device=cases_module.DEVICE)
+        )
 
 
 @cases
@@ -322,6 +329,7 @@ def test_density_integrates_to_one_on_a_grid(case):
     half_width, cells = 10.0, 400
     width = 2 * half_width / cells
     axis = -half_width + width * (torch.arange(cells, dtype=torch.float64) + 0.5)
+    axis = axis.to(cases_module.DEVICE)
     grid = torch.cartesian_prod(axis, axis).reshape(-1, *shape)
     with torch.no_grad():
         density = model.log_prob(grid).exp()
@@ -401,6 +409,7 @@ def test_round_trip_far_from_the_origin(case, values):
     # three values, repeated over the elements of an image-shaped event
     size = math.prod(case.event_shape)
     x = torch.tensor(values, dtype=torch.float64).repeat(size)[:size].reshape(case.event_shape)
+    x = x.to(cases_module.DEVICE)
     y = t(x)
     assert torch.isfinite(y).all() and torch.isfinite(t.log_abs_det_jacobian(x, y)).all()
     tol = far_tolerance(case)
