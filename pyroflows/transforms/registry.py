@@ -168,7 +168,7 @@ for _spec in (
              (LeakyReLU,), event_dims=_IMAGES),
     FlowSpec("spline", Spline, "elementwise", "O(D K)", "O(D K), analytic", _NSF, (Spline,),
              event_dims=_IMAGES),
-    FlowSpec("deep_sigmoid", partial(Elementwise, transformer=DeepSigmoid(hidden_units=4)),
+    FlowSpec("deep_sigmoid", partial(Elementwise, transformer=DeepSigmoid()),
              "elementwise", "O(D K)", "O(D K) per root-finder iteration", _NAF, (Elementwise,),
              inverse="numerical", event_dims=_IMAGES),
     # -- linear -------------------------------------------------------------------------------
