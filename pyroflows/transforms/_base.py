@@ -124,15 +124,25 @@ class _CachedPasses:
             stack.extend(module._modules.values())
         return total
 
+    def _caching(self) -> bool:
+        """Whether passes go through the cache: ``cache_size == 1``, and not while compiling.
+
+        Under ``torch.compile`` the cache is bypassed: its key (parameter version counters,
+        tensor identity) is data dynamo cannot trace without a graph break, and inside a
+        compiled graph a repeated pass costs nothing anyway (AOTAutograd merges identical
+        computations). Eager calls are unaffected.
+        """
+        return self._cache_size == 1 and not torch.compiler.is_compiling()
+
     def __call__(self, x: Tensor) -> Tensor:
-        if self._cache_size == 1:
+        if self._caching():
             cached = self._pass_cache.output_for(x, self._versions())
             if cached is not None:
                 return cached
         return self._call(x)
 
     def _inv_call(self, y: Tensor) -> Tensor:
-        if self._cache_size == 1:
+        if self._caching():
             cached = self._pass_cache.input_for(y, self._versions())
             if cached is not None:
                 return cached
@@ -152,7 +162,7 @@ class _CachedPasses:
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         r"""Return :math:`\log|\det \partial y / \partial x|`, with the batch shape of ``x``."""
-        if self._cache_size == 1:
+        if self._caching():
             cached = self._pass_cache.log_det_for(x, y, self._versions())
             if cached is not None:
                 return cached
@@ -162,7 +172,7 @@ class _CachedPasses:
         return flow._log_det(x, y, context)
 
     def _remember(self, x: Tensor, y: Tensor, log_det: Tensor) -> None:
-        if self._cache_size == 1:
+        if self._caching():
             self._pass_cache.store(x, y, log_det, self._versions())
 
     def clear_cache(self) -> None:
