@@ -29,7 +29,8 @@ the inverse of a just-computed output and the log-det of a just-computed pair co
 sampling and scoring the sample is one pass. The cache is keyed by the parameters' version
 counters as well, so it can never serve a pass made with parameters that have since changed
 (no ``clear_cache()`` between optimizer steps, unlike Pyro's flows). Caches never travel with
-``pickle``/``deepcopy``.
+``pickle``/``deepcopy``, and are bypassed while ``torch.compile`` traces (the public passes,
+which never use them, are what compiled code should call).
 """
 
 from __future__ import annotations
@@ -127,10 +128,14 @@ class _CachedPasses:
     def _caching(self) -> bool:
         """Whether passes go through the cache: ``cache_size == 1``, and not while compiling.
 
-        Under ``torch.compile`` the cache is bypassed: its key (parameter version counters,
-        tensor identity) is data dynamo cannot trace without a graph break, and inside a
-        compiled graph a repeated pass costs nothing anyway (AOTAutograd merges identical
-        computations). Eager calls are unaffected.
+        Under ``torch.compile`` the cache is bypassed, so the torch interface traces without
+        a graph break: its key (parameter version counters) is data dynamo cannot guard on,
+        and an entry stored by one compiled call could not be told stale in the next. The
+        price is that a compiled ``log_abs_det_jacobian`` after ``__call__``, or an ``inv``
+        of a just-computed output, runs its pass again (AOTAutograd does not merge the two),
+        so compiled code should call :meth:`forward_and_log_det` /
+        :meth:`inverse_and_log_det`, which give the log-det with the pass. Eager calls are
+        unaffected.
         """
         return self._cache_size == 1 and not torch.compiler.is_compiling()
 

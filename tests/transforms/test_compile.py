@@ -180,7 +180,8 @@ def test_a_new_batch_size_recompiles_once_without_graph_breaks(case_id, directio
 @pytest.mark.parametrize("case_id", ["iaf", "maf|ctx", "realnvp"])
 def test_the_cached_transform_interface_compiles_under_pyro(case_id):
     """Pyro's ``TransformedDistribution`` (``__call__``, ``inv``, ``log_abs_det_jacobian``):
-    the pass cache is bypassed while compiling, so its bookkeeping never breaks the graph."""
+    the pass cache is bypassed while compiling, so its bookkeeping never breaks the graph (the
+    score of the sample then runs the inverse: correct, not free)."""
     case = _BY_ID[case_id]
     flow = make_flow(case)
     shape = case.event_shape
