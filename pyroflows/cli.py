@@ -114,6 +114,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         patience=args.patience,
         val_fraction=args.val_fraction,
         checkpoint_every=args.checkpoint_every,
+        compile=args.compile,
         progress=not args.quiet,
     )
     if metrics and not args.quiet:  # (empty on ranks other than 0 under torchrun)
@@ -202,6 +203,13 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=None,
         help="steps between checkpoints (default: every epoch)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        default=_FIT["compile"],
+        help="compile the training log-likelihood with torch.compile (inductor): faster "
+        "steps after a first one that compiles",
     )
     parser.add_argument("--out", required=True, help="run folder to write")
     parser.add_argument(

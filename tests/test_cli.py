@@ -97,6 +97,23 @@ def test_help_explains_every_option(command, capsys):
     text = capsys.readouterr().out
     assert "--out" in text or "--data" in text
     if command == "fit":
-        for option in ("--flow", "--layers", "--hidden", "--epochs", "--device", "--resume"):
+        options = ("--flow", "--layers", "--hidden", "--epochs", "--device", "--resume")
+        for option in (*options, "--compile"):
             assert option in text
         assert "(default: 100)" in text  # defaults are shown
+
+
+def test_compile_reaches_fit(tmp_path, monkeypatch):
+    import pyroflows.runs
+
+    real_fit, seen = pyroflows.runs.fit, []
+
+    def recording_fit(model, data, **options):
+        seen.append(options["compile"])
+        cheap = {"backend": "eager"} if options["compile"] else False  # dynamo only
+        return real_fit(model, data, **{**options, "compile": cheap})
+
+    monkeypatch.setattr(pyroflows.runs, "fit", recording_fit)
+    assert _fit(tmp_path / "eager") == 0
+    assert _fit(tmp_path / "compiled", "--compile") == 0
+    assert seen == [False, True]  # fit's default, then --compile

@@ -195,3 +195,49 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
         save_checkpoint(path, {"step": 2})
     assert load_checkpoint(path) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def _compile_data() -> torch.Tensor:
+    return make_toy("moons", 600, seed=4)  # 540 training rows: a ragged last batch of 28
+
+
+_COMPILE_SETTINGS = {"epochs": 2, "batch_size": 64, "progress": False}
+
+
+def _compiled_and_eager_runs(tmp_path, compile_option):
+    data = _compile_data()
+    eager = _small_model()
+    eager_history = fit(eager, data, **_COMPILE_SETTINGS)
+    compiled = _small_model()
+    history = fit(compiled, data, compile=compile_option, **_COMPILE_SETTINGS)
+    return eager, eager_history, compiled, history
+
+
+def test_compiled_fit_follows_the_eager_loss_trajectory_and_resumes(tmp_path):
+    # aot_eager: dynamo and AOTAutograd (the compiled forward and backward graphs) without
+    # inductor's code generation, cheap enough for every CI run; inductor is the slow test.
+    option = {"backend": "aot_eager"}
+    eager, eager_history, compiled, history = _compiled_and_eager_runs(tmp_path, option)
+    torch.testing.assert_close(history.train_nll, eager_history.train_nll, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(history.val_nll, eager_history.val_nll, rtol=1e-5, atol=1e-5)
+    _assert_same_state(compiled.state_dict(), eager.state_dict(), atol=1e-5)
+    # A compiled run stopped mid-epoch writes a plain checkpoint ...
+    data = _compile_data()
+    path = tmp_path / "run.pt"
+    fit(_small_model(), data, checkpoint=path, max_steps=11, compile=option, **_COMPILE_SETTINGS)
+    saved = load_checkpoint(path)
+    assert saved["state"]["batch"] == 2  # mid-epoch 2
+    assert saved["model"].keys() == eager.state_dict().keys()  # no "_orig_mod." prefix
+    assert saved["best_model"].keys() == eager.state_dict().keys()
+    # ... which an eager run resumes to the end of the uninterrupted run.
+    resumed = _small_model(seed=1)
+    fit(resumed, data, checkpoint=path, resume=True, **_COMPILE_SETTINGS)
+    _assert_same_state(resumed.state_dict(), eager.state_dict(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fit_compiled_with_inductor_follows_the_eager_loss_trajectory(tmp_path):
+    eager, eager_history, compiled, history = _compiled_and_eager_runs(tmp_path, True)
+    torch.testing.assert_close(history.train_nll, eager_history.train_nll, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(history.val_nll, eager_history.val_nll, rtol=1e-4, atol=1e-4)
+    _assert_same_state(compiled.state_dict(), eager.state_dict(), atol=1e-4)

@@ -29,7 +29,8 @@ the inverse of a just-computed output and the log-det of a just-computed pair co
 sampling and scoring the sample is one pass. The cache is keyed by the parameters' version
 counters as well, so it can never serve a pass made with parameters that have since changed
 (no ``clear_cache()`` between optimizer steps, unlike Pyro's flows). Caches never travel with
-``pickle``/``deepcopy``.
+``pickle``/``deepcopy``, and are bypassed while ``torch.compile`` traces (the public passes,
+which never use them, are what compiled code should call).
 """
 
 from __future__ import annotations
@@ -125,15 +126,29 @@ class _CachedPasses:
             stack.extend(module._modules.values())
         return total
 
+    def _caching(self) -> bool:
+        """Whether passes go through the cache: ``cache_size == 1``, and not while compiling.
+
+        Under ``torch.compile`` the cache is bypassed, so the torch interface traces without
+        a graph break: its key (parameter version counters) is data dynamo cannot guard on,
+        and an entry stored by one compiled call could not be told stale in the next. The
+        price is that a compiled ``log_abs_det_jacobian`` after ``__call__``, or an ``inv``
+        of a just-computed output, runs its pass again (AOTAutograd does not merge the two),
+        so compiled code should call :meth:`forward_and_log_det` /
+        :meth:`inverse_and_log_det`, which give the log-det with the pass. Eager calls are
+        unaffected.
+        """
+        return self._cache_size == 1 and not torch.compiler.is_compiling()
+
     def __call__(self, x: Tensor) -> Tensor:
-        if self._cache_size == 1:
+        if self._caching():
             cached = self._pass_cache.output_for(x, self._versions())
             if cached is not None:
                 return cached
         return self._call(x)
 
     def _inv_call(self, y: Tensor) -> Tensor:
-        if self._cache_size == 1:
+        if self._caching():
             cached = self._pass_cache.input_for(y, self._versions())
             if cached is not None:
                 return cached
@@ -153,7 +168,7 @@ class _CachedPasses:
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         r"""Return :math:`\log|\det \partial y / \partial x|`, with the batch shape of ``x``."""
-        if self._cache_size == 1:
+        if self._caching():
             cached = self._pass_cache.log_det_for(x, y, self._versions())
             if cached is not None:
                 return cached
@@ -163,7 +178,7 @@ class _CachedPasses:
         return flow._log_det(x, y, context)
 
     def _remember(self, x: Tensor, y: Tensor, log_det: Tensor) -> None:
-        if self._cache_size == 1:
+        if self._caching():
             self._pass_cache.store(x, y, log_det, self._versions())
 
     def clear_cache(self) -> None:
