@@ -224,8 +224,11 @@ class LogitTransform(FlowModule):
 
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         squeezed = self.alpha + (1.0 - 2.0 * self.alpha) * x
+        # The check reads values on the host: skipped on meta and inside torch.compile (where
+        # it would break the graph), like Pyro's own value checks under tracing.
         if dist.is_validation_enabled() and x.device.type != "meta":
-            self._check_range(squeezed)
+            if not torch.compiler.is_compiling():
+                self._check_range(squeezed)
         log_s, log_one_minus_s = torch.log(squeezed), torch.log1p(-squeezed)
         log_det = _sum_event(self._log_squeeze - log_s - log_one_minus_s, len(self.event_shape))
         return log_s - log_one_minus_s, log_det

@@ -6,7 +6,10 @@ compiled with ``fullgraph=True`` (which raises on any graph break) and compared 
 
 * the density direction, ``log N(z; 0, I) + log|det dz/dy|`` with
   ``z, log_det = flow.inverse_and_log_det(y, c)`` (``log_prob``);
-* the sampling direction, ``flow.forward_and_log_det(eps, c)`` (``rsample_and_log_prob``).
+* the sampling direction, ``flow.forward_and_log_det(eps, c)`` (``rsample_and_log_prob``);
+
+and the density model's own ``Flow.log_prob`` and ``Flow.rsample_and_log_prob`` (standardised,
+with the logit map where it applies), which add the distribution's bookkeeping around them.
 
 These run dynamo only (a counting backend that runs the captured graph as it is, like
 ``backend="eager"``): graph breaks are found cheaply, with no code generation. One slow test
@@ -25,6 +28,7 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
 
+from pyroflows.distributions import Flow
 from pyroflows.transforms import REGISTRY
 
 from .cases import CASE_IDS, CASES, Case, make_context, make_flow, make_input
@@ -153,6 +157,52 @@ def test_exemptions_are_the_numerical_inverses_only():
 
 
 _BY_ID = dict(zip(CASE_IDS, CASES, strict=True))
+
+
+def _model(case: Case) -> Flow:
+    flow = make_flow(case)
+    logit = None if case.is_image or case.conditional else 0.05  # the logit map, on some
+    model = Flow(flow, logit_alpha=logit).double()
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # non-trivial standardisation statistics
+        model.data_loc.copy_(0.1 * torch.randn(case.event_shape, generator=generator))
+        model.data_scale.copy_(torch.rand(case.event_shape, generator=generator) + 0.5)
+    return model
+
+
+def _model_params(method: str):
+    direction = "density" if method == "log_prob" else "sampling"
+    return [
+        pytest.param(case, id=case.id)
+        for case in CASES
+        if not case.spec.fixed and (case.name, direction) not in EXEMPT
+    ]
+
+
+@pytest.mark.parametrize("case", _model_params("log_prob"))
+def test_flow_log_prob_compiles_without_graph_breaks(case):
+    model = _model(case)
+    x = make_input(BATCH, case.event_shape)
+    if model.logit_alpha is not None:  # data in [0, 1]
+        x = 0.1 + 0.8 * torch.sigmoid(x)
+    context = make_context(case, BATCH)
+    counter = CompileCounter()
+    compiled = torch.compile(model.log_prob, fullgraph=True, backend=counter)
+    _assert_same(compiled(x, context), model.log_prob(x, context), tol=1e-9)
+    assert counter.frame_count == 1
+
+
+@pytest.mark.parametrize("case", _model_params("rsample_and_log_prob"))
+def test_flow_rsample_and_log_prob_compiles_without_graph_breaks(case):
+    model = _model(case)
+    context = make_context(case, BATCH)
+    counter = CompileCounter()
+    compiled = torch.compile(model.rsample_and_log_prob, fullgraph=True, backend=counter)
+    torch.manual_seed(5)
+    got = compiled((2,), context)
+    torch.manual_seed(5)
+    _assert_same(got, model.rsample_and_log_prob((2,), context), tol=1e-9)
+    assert counter.frame_count == 1
 
 
 # A few representative flows and directions, images and contexts included.
