@@ -57,7 +57,7 @@ from pyroflows.data import (
 )
 from pyroflows.data import train_test_split as split_rows
 from pyroflows.distributions import Flow
-from pyroflows.train import _split, fit
+from pyroflows.train import fit, validation_split
 from pyroflows.transforms import spline_autoregressive
 
 DIM, LEVELS = DIGITS_DIM, DIGITS_LEVELS
@@ -189,7 +189,7 @@ def fit_like(modules, transforms, train, val, epochs, batch_size=256, lr=1e-3, p
 
 def pyro_row(kind, options, quick, epochs) -> dict:
     train, _, test = digits(1, quick)
-    train, _, val, _ = _split(train, None, 0.1, 0)  # the rows fit() holds out by default
+    train, _, val, _ = validation_split(train, None, 0.1, 0)  # what fit() holds out
     (v_train, _), (v_val, shift_val), (v_test, shift_test) = (
         logit_transform(rows, ALPHA) for rows in (train, val, test)
     )

@@ -41,7 +41,14 @@ from ._training import (
 from .checkpoint import check_config, load_checkpoint, load_state, save_checkpoint
 from .distributions import Flow
 
-__all__ = ["History", "NonFiniteLossError", "fit", "resolve_device", "validate_data"]
+__all__ = [
+    "History",
+    "NonFiniteLossError",
+    "fit",
+    "resolve_device",
+    "validate_data",
+    "validation_split",
+]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -176,13 +183,26 @@ def _prepare_data(model, data, context, val_data, val_context, val_fraction, see
         if len(context) != len(data):
             raise ValueError(f"context has {len(context)} rows, data has {len(data)}")
     if val_data is None and val_fraction > 0:
-        return _Data(*_split(data, context, val_fraction, seed))
+        return _Data(*validation_split(data, context, val_fraction, seed))
     if val_data is not None:
         val_data = validate_data(val_data, model.input_dim, "val_data")
     return _Data(data, context, val_data, val_context)
 
 
-def _split(data: Tensor, context: Tensor | None, fraction: float, seed: int):
+def validation_split(
+    data: Tensor, context: Tensor | None = None, fraction: float = 0.1, seed: int = 0
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+    """The rows :func:`fit` holds out: ``(train, train_context, val, val_context)``.
+
+    ``round(fraction * N)`` rows chosen by a seeded permutation (a local generator), the rest
+    for training; contexts (``None`` for none) are split alike. ``fit(..., val_fraction,
+    seed)`` validates on exactly these rows.
+
+    Example:
+        >>> train, _, val, _ = validation_split(torch.arange(10.0).unsqueeze(-1), fraction=0.2)
+        >>> train.shape, val.shape
+        (torch.Size([8, 1]), torch.Size([2, 1]))
+    """
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=generator)
     count = round(fraction * len(data))
