@@ -1,4 +1,6 @@
-"""Every element-wise transformer, in one place (see :mod:`.base` for the interface).
+"""Every element-wise transformer, in one place.
+
+The interface is :class:`~pyroflows.transforms.ElementwiseTransformer` (:mod:`.base`).
 
 A transformer combines with any of the three structures: ``Elementwise(transformer=...)``,
 ``Coupling(transformer=...)`` and ``Autoregressive(transformer=...)``.
