@@ -80,7 +80,14 @@ class Elementwise(FlowModule):
         count = self.transformer.params_per_dim
         if init is None:
             init = self.transformer.identity_params(self.input_dim)
-        init = torch.as_tensor(init).reshape(count, *self.event_shape)
+        init = torch.as_tensor(init)
+        if init.numel() != count * self.input_dim:
+            raise ValueError(
+                f"init must have shape ({count}, {', '.join(map(str, self.event_shape))}) "
+                f"({count} parameters per element for {self.transformer!r}), "
+                f"got {tuple(init.shape)}"
+            )
+        init = init.reshape(count, *self.event_shape)
         if self._row_names is None:
             named = {self._param_name: init}
         else:
