@@ -88,27 +88,12 @@ class DeepSigmoid(ElementwiseTransformer):
     ``depth`` :math:`L` sublayers, each with its own parameters, are chained,
     :math:`y = f_L \circ \dots \circ f_1(x)`, and their log-slopes added.
 
-    **Bounds.** In value (gradients pass unchanged, as for
-    :class:`~pyroflows.transforms.Affine`'s log-scale), :math:`a_k \in [e^{-5}, e^{3}]` and
-    each unit's transition point :math:`-b_k / a_k` lies in :math:`[-B, B]` (``bound``), i.e.
-    :math:`|b_k| \le B a_k`. Far from the data a ReLU conditioner's outputs grow linearly with
-    its input, and unbounded slopes and offsets then give plateaus flatter than floating point
-    resolves (no longer invertible in practice). With the bounds, every unit is past its
-    transition for :math:`|x| \ge B`, and there :math:`\partial y / \partial x \ge
-    \min_k a_k / 2` (for :math:`x \ge B` all :math:`\sigma_k \ge 1/2`, so
-    :math:`\sum_k w_k \sigma_k (1 - \sigma_k) \ge (1 - S)/2`). Inside :math:`[-B, B]` the map
-    may be as steep or as flat as the data need; keep the data there (standardise them).
-
-    **Inverse** (numerical): the composite map is increasing, so :math:`x` solves
-    :math:`f(x) = y` with the shared :class:`~pyroflows.transforms.RootFinder` (bracketed
-    Newton with bisection, relative tolerance ``eps ** 0.75`` of the dtype, at most 100
-    iterations, :class:`~pyroflows.transforms.InverseNotConvergedError` otherwise). The
-    bracket comes from :math:`\min_k z_k \le y \le \max_k z_k`, pulled back through the
-    sublayers from the last to the first: the inputs of a sublayer whose outputs lie in
-    :math:`[l, u]` lie in :math:`[\min_k (l - b_k)/a_k, \max_k (u - b_k)/a_k]`. It needs no
-    search and is valid for any parameters; with the bounds it is at most about
-    :math:`e^{8L}(|x| + B)` wide, so even pure bisection would reach the float64 tolerance
-    in about :math:`43 + 11.5 L` halvings (safeguarded Newton steps usually take a handful).
+    **Bounds and inverse.** In value (gradients pass unchanged), :math:`a_k \in [e^{-5}, e^{3}]`
+    and each unit's transition point :math:`-b_k / a_k` lies in :math:`[-B, B]` (``bound``),
+    which keeps the map invertible in floating point far from the data. The inverse is
+    numerical (the shared :class:`~pyroflows.transforms.RootFinder`), in a bracket pulled back
+    through the sublayers that needs no search. Both derivations are in the documentation's
+    *Numerical care* page.
 
     **Parameters** per dimension: :math:`3KL`, laid out as :math:`L` blocks of
     :math:`(\tilde a, \tilde w, b)`, each :math:`K` rows (Pyro's ``A, W_pre, b`` order).
