@@ -8,12 +8,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import biject_to
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from torch import Tensor, nn
-from torch.distributions import Transform
+from torch.distributions import AffineTransform, ComposeTransform, Transform
 
 from ..transforms import REGISTRY
 from .posterior import FlowPosterior
@@ -181,20 +182,80 @@ class AutoFlow(AutoContinuous):
 
     # -- the posterior ---------------------------------------------------------------------------
     def get_posterior(self, *args: Any, **kwargs: Any) -> FlowPosterior:
-        """The posterior of the packed unconstrained latent, a :class:`FlowPosterior`."""
+        """The posterior of the packed unconstrained latent, a :class:`FlowPosterior`.
+
+        It equals ``TransformedDistribution(get_base_dist(), get_transform())`` in
+        distribution (see :meth:`get_transform`), but draws and scores a sample in one pass.
+        """
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         return FlowPosterior(self.flow, self.loc, self.log_scale.exp())
 
-    def get_base_dist(self):  # noqa: D102 - documented by the parent
-        raise NotImplementedError(
-            "AutoFlow samples its posterior in one pass; use get_posterior() instead"
-        )
+    def get_base_dist(self) -> dist.Distribution:
+        r"""The base of the posterior: :math:`\mathcal{N}(0, I_D)` over the packed latent.
 
-    def get_transform(self, *args: Any, **kwargs: Any):  # noqa: D102
-        raise NotImplementedError(
-            "AutoFlow samples its posterior in one pass; use get_posterior() instead"
-        )
+        A standard normal of event shape ``(latent_dim,)`` on the guide's device and dtype,
+        as in Pyro's :class:`~pyro.infer.autoguide.AutoContinuous`: the posterior is
+        ``TransformedDistribution(get_base_dist(), get_transform())``. The guide must have
+        been set up first (called once, e.g. by a training step, or :meth:`get_transform`).
+
+        Example:
+            >>> import pyro, pyro.distributions as dist
+            >>> def model():
+            ...     pyro.sample("x", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+            >>> pyro.clear_param_store()
+            >>> guide = AutoFlow(model, "planar")
+            >>> guide.get_base_dist()  # not set up yet
+            Traceback (most recent call last):
+            ...
+            RuntimeError: AutoFlow.get_base_dist() needs the guide set up: call it once first
+            >>> _ = guide.get_posterior()  # sets it up
+            >>> guide.get_base_dist().event_shape
+            torch.Size([3])
+        """
+        if self.prototype_trace is None:
+            raise RuntimeError(
+                "AutoFlow.get_base_dist() needs the guide set up: call it once first"
+            )
+        zeros = self.loc.new_zeros(self.latent_dim)
+        return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+    def get_transform(self, *args: Any, **kwargs: Any) -> Transform:
+        r"""The map from base draws to the packed unconstrained latent, :math:`\mu + \sigma f`.
+
+        ``ComposeTransform([flow, AffineTransform(loc, scale, event_dim=1)])``: the flow, then
+        the element-wise location and scale, with an exact ``log_abs_det_jacobian`` and an
+        exact ``inv``, so that :class:`~pyro.infer.reparam.NeuTraReparam` (which needs this
+        method) works with any flow, Pyro's own included. ``TransformedDistribution(
+        get_base_dist(), get_transform())`` has the density of :meth:`get_posterior`.
+
+        A new transform is built on every call from the current ``loc`` and ``scale``: hold
+        on to one only while the parameters stay fixed (e.g. for MCMC after training). The
+        guide is set up from ``*args, **kwargs`` if it was not yet; the transform does not
+        depend on them.
+
+        Example:
+            >>> import torch, pyro, pyro.distributions as dist
+            >>> from pyro.infer.reparam import NeuTraReparam
+            >>> def model():
+            ...     pyro.sample("x", dist.LogNormal(0.0, 1.0).expand([2]).to_event(1))
+            >>> pyro.clear_param_store()
+            >>> guide = AutoFlow(model, "iaf", num_layers=1, hidden_dims=[8])
+            >>> transform = guide.get_transform()  # sets the guide up (a model without args)
+            >>> eps = guide.get_base_dist().sample((5,))
+            >>> z = transform(eps)
+            >>> bool(torch.allclose(transform.inv(z), eps, atol=1e-5))
+            True
+            >>> neutra = NeuTraReparam(guide)  # NeuTra-reparameterise the model for MCMC
+            >>> trace = pyro.poutine.trace(neutra.reparam(model)).get_trace()
+            >>> trace.nodes["x"]["value"].shape
+            torch.Size([2])
+        """
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+            self._create_plates(*args, **kwargs)  # NeuTraReparam reads them; a call makes them
+        affine = AffineTransform(self.loc, self.log_scale.exp(), event_dim=1)
+        return ComposeTransform([self.flow, affine])
 
     # -- summaries ---------------------------------------------------------------------------------
     @torch.no_grad()
