@@ -421,3 +421,14 @@ def test_bad_arguments_raise_clear_errors():
     guide(Y20)
     with pytest.raises(ValueError, match="event size 1"):
         guide.get_posterior().log_prob(torch.zeros(3))
+
+
+def test_autoflow_rejects_an_unknown_flow_option_at_construction():
+    """Issue 12: ``hidden_dim`` (for ``hidden_dims``) failed only at the first SVI step."""
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+    with pytest.raises(TypeError, match=r"'hidden_dim' \(did you mean 'hidden_dims'\?\)"):
+        AutoFlow(model, "iaf", hidden_dim=[10])
+    AutoFlow(model, "iaf", hidden_dims=[10], stable=True)  # accepted names pass
