@@ -391,6 +391,7 @@ class Flow(nn.Module):
                 f"{name!r} is a fixed preprocessing map with nothing to fit; the model applies "
                 "its own (standardize_with, logit_alpha)"
             )
+        REGISTRY[name].check_options(**options)
         event = int(input_dim) if isinstance(input_dim, int) else [int(n) for n in input_dim]
         config = {
             "name": name,

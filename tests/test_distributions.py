@@ -260,3 +260,9 @@ def test_flow_distribution_checks_its_transforms_and_expands():
 def test_fixed_maps_are_not_models():
     with pytest.raises(ValueError, match="fixed preprocessing map"):
         Flow.build("logit", 2)
+
+
+def test_flow_build_rejects_an_unknown_option_before_the_config_is_checked():
+    """Issue 12: even a non-JSON value of a misspelt option names the option first."""
+    with pytest.raises(TypeError, match=r"unknown option 'hidden_dim'.*'hidden_dims'"):
+        Flow.build("maf", 2, hidden_dim=object())

@@ -54,7 +54,8 @@ class AmortizedFlow(nn.Module):
             ``flow_options`` sets the flow's own conditioner).
         encoder: a custom encoder (replaces the default MLP).
         init_scale: initial posterior standard deviation.
-        **flow_options: keyword arguments of the registry builder.
+        **flow_options: keyword arguments of the registry builder (an unknown name raises a
+            ``TypeError`` naming the accepted ones).
 
     References:
         Kingma & Welling, "Auto-Encoding Variational Bayes", 2014, arXiv:1312.6114;

@@ -78,7 +78,8 @@ class AutoFlow(AutoContinuous):
             ``hidden_dims``, ``count_bins``, ...). One default differs from the registry's:
             ``"iaf"`` uses the plain affine update (``stable=False``), which fitted funnel-
             and hierarchical posteriors markedly better than the gated one at equal budgets
-            (see the benchmarks page); pass ``stable=True`` for the gated update.
+            (see the benchmarks page); pass ``stable=True`` for the gated update. An
+            unknown name raises a ``TypeError`` here, not at the first step.
 
     References:
         Kucukelbir et al., "Automatic Differentiation Variational Inference", 2017,
@@ -138,6 +139,8 @@ class AutoFlow(AutoContinuous):
         self._flow_recipe = flow
         defaults = _GUIDE_DEFAULTS.get(flow, {}) if isinstance(flow, str) else {}
         self._flow_options = {**defaults, **flow_options}
+        if isinstance(flow, str):  # the flow is built at the first step: check its options now
+            REGISTRY[flow].check_options(**self._flow_options)
         self._init_scale = float(init_scale)
         super().__init__(model, init_loc_fn=init_loc_fn)
 

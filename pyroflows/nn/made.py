@@ -54,7 +54,7 @@ class MaskedLinear(nn.Linear):
 def _input_degrees(
     input_dim: int,
     ordering: Ordering,
-    seed: int,
+    seed: int | None,
 ) -> Tensor:
     if isinstance(ordering, str):
         if ordering == "natural":
@@ -62,13 +62,22 @@ def _input_degrees(
         if ordering == "reverse":
             return torch.arange(input_dim, 0, -1)
         if ordering == "random":
-            generator = torch.Generator().manual_seed(seed)
+            # seed=None: torch's global RNG, so each MADE gets its own order and
+            # torch.manual_seed reproduces them all.
+            generator = None if seed is None else torch.Generator().manual_seed(seed)
             return torch.randperm(input_dim, generator=generator) + 1
         raise ValueError(f"ordering must be natural, reverse, random or a permutation: {ordering}")
     order = torch.as_tensor(ordering, dtype=torch.long)
     if not torch.equal(order.sort().values, torch.arange(input_dim)):
         raise ValueError(f"ordering must be a permutation of 0..{input_dim - 1}, got {order}")
     return order + 1
+
+
+def _sync_orders(made: MADE, incompatible_keys: object) -> None:
+    """Recompute ``order`` and ``inverse_order`` from the loaded ``degrees``."""
+    with torch.no_grad():
+        made.order.copy_(torch.argsort(made.degrees))
+        made.inverse_order.copy_(torch.argsort(made.order))
 
 
 class MADE(nn.Module):
@@ -99,9 +108,12 @@ class MADE(nn.Module):
         hidden_dims: sizes of the hidden layers (at least one).
         params_per_dim: number :math:`P` of outputs per input dimension.
         context_dim: size of the unmasked context input (``0``: none).
-        ordering: ``"natural"``, ``"reverse"``, ``"random"`` (seeded) or a permutation
-            giving, for each input, its position in the autoregressive order.
-        seed: seed of the random ordering.
+        ordering: ``"natural"``, ``"reverse"``, ``"random"`` or a permutation giving, for
+            each input, its position in the autoregressive order.
+        seed: seed of a ``"random"`` ordering: an int for a fixed order; ``None`` (default)
+            draws it from torch's global RNG, so repeated random MADEs differ and
+            ``torch.manual_seed`` reproduces them. The order is saved in ``state_dict``
+            (the ``degrees`` buffer and the masks), so loading restores it.
         activation: activation module class.
 
     Returns (from ``forward``): a tensor of shape ``(..., P, D)``.
@@ -124,7 +136,7 @@ class MADE(nn.Module):
         params_per_dim: int = 2,
         context_dim: int = 0,
         ordering: Ordering = "natural",
-        seed: int = 0,
+        seed: int | None = None,
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
@@ -141,6 +153,9 @@ class MADE(nn.Module):
         self.register_buffer("order", torch.argsort(degrees_in), persistent=False)
         # inverse_order[i]: the position of input i in the autoregressive order.
         self.register_buffer("inverse_order", torch.argsort(self.order), persistent=False)
+        # The two orders are derived from the saved degrees: recompute them on loading (a
+        # state_dict of another random order loads into this MADE whole).
+        self.register_load_state_dict_post_hook(_sync_orders)
         # Hidden degrees cycle through [low, D - 1]. Degree-0 units see no input; with a
         # context they carry it to every output, including the first dimension's, which no
         # unit of degree >= 1 may reach.

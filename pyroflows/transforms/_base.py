@@ -268,6 +268,25 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         return _real_events(len(self.event_shape))
 
     @property
+    def sign(self) -> int:
+        """``+1`` or ``-1``: the sign of every element-wise derivative of the map.
+
+        As in torch's ``Transform.sign``, defined only for element-wise monotone maps (the
+        element-wise flows, and stacks of them, are increasing: ``+1``). On other flows it is
+        absent: an ``AttributeError`` (``nn.Module`` reports the attribute missing), not the
+        ``NotImplementedError`` of torch's base class, so ``hasattr(flow, "sign")`` is
+        ``False``: ``torch.jit`` tracing enumerates every attribute of a module that way.
+
+        Example:
+            >>> from pyroflows.transforms import Radial, Spline
+            >>> Spline(3).sign, Spline(3).inv.sign, hasattr(Radial(3), "sign")
+            (1, 1, False)
+        """
+        raise _SignUndefinedError(
+            f"{type(self).__name__} has no sign: it is defined only for element-wise monotone maps"
+        )
+
+    @property
     def codomain(self) -> constraints.Constraint:
         return _real_events(len(self.event_shape))
 
@@ -397,10 +416,38 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         return text + (f", context_dim={self.context_dim}" if self.is_conditional else "")
 
 
+class _SignUndefinedError(NotImplementedError, AttributeError):
+    """``sign`` of a flow that is not an element-wise monotone map.
+
+    A ``NotImplementedError``, as torch's ``Transform.sign`` raises, and an ``AttributeError``,
+    so that ``hasattr(flow, "sign")`` is ``False`` instead of raising: ``torch.jit`` enumerates
+    a module's attributes with ``hasattr`` when it traces it (``module_has_exports``), which
+    crashed on the inherited ``sign`` of every flow. (On an ``nn.Module`` the
+    ``AttributeError`` makes Python fall back to ``Module.__getattr__``, whose own
+    ``AttributeError`` is what the caller sees.)
+    """
+
+
+def _sign_of(transform: Transform) -> int:
+    """``transform.sign``, raising :class:`_SignUndefinedError` where it is not defined."""
+    try:
+        return transform.sign
+    except NotImplementedError as error:
+        raise _SignUndefinedError(
+            f"{type(transform).__name__} has no sign: it is defined only for element-wise "
+            "monotone maps"
+        ) from error
+
+
 class _SharesTheFlowsEvents:
-    """Event shape, size and checks of a wrapper (a view or an inverse): its flow's."""
+    """Event shape, size, checks and sign of a wrapper (a view or an inverse): its flow's."""
 
     flow: FlowModule
+
+    @property
+    def sign(self) -> int:
+        """The flow's (an inverse of an increasing map is increasing); see ``FlowModule.sign``."""
+        return _sign_of(self.flow)
 
     @property
     def event_shape(self) -> tuple[int, ...]:

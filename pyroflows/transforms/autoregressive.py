@@ -52,7 +52,8 @@ class Autoregressive(FlowModule):
         transformer: the element-wise map :math:`\tau` and its parameterisation.
         ordering: MADE input ordering (``"natural"``, ``"reverse"``, ``"random"`` or a
             permutation).
-        seed: seed of a random ordering.
+        seed: seed of a ``"random"`` ordering: an int for a fixed order, ``None`` (default)
+            to draw it from torch's global RNG (so ``torch.manual_seed`` reproduces it).
 
     References:
         Kingma et al., "Improving Variational Inference with Inverse Autoregressive Flow",
@@ -75,7 +76,7 @@ class Autoregressive(FlowModule):
         hidden_dims: Sequence[int] | None = None,
         transformer: ElementwiseTransformer | None = None,
         ordering: Ordering = "natural",
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__(input_dim, context_dim)
         self.transformer = transformer if transformer is not None else Affine()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ._base import FlowModule, InverseFlow
+from ._base import FlowModule, InverseFlow, _sign_of
 
 __all__ = ["FlowSequence"]
 
@@ -70,6 +70,14 @@ class FlowSequence(FlowModule):
             y, log_det = layer.inverse_and_log_det(y, context if layer.context_dim else None)
             total = total + log_det
         return y, -total
+
+    @property
+    def sign(self) -> int:
+        """The product of the layers' signs, defined when every layer is element-wise monotone."""
+        sign = 1
+        for layer in self.layers:
+            sign *= _sign_of(layer)
+        return sign
 
     def __len__(self) -> int:
         return len(self.layers)

@@ -94,6 +94,11 @@ class Elementwise(FlowModule):
             named = dict(zip(self._row_names, init.unbind(0), strict=True))
         self.params = FlowParameters(named, context_dim, hidden_dims)
 
+    @property
+    def sign(self) -> int:
+        """``+1``: every transformer is increasing in each element."""
+        return 1
+
     def _theta(self, context: Tensor | None) -> Tensor:
         """Transformer parameters ``(..., P, N)`` over the N flattened elements of an event."""
         named = self.params(context)

@@ -2,8 +2,10 @@
 
 These are the helpers a Pyro user already calls (``pyro.distributions.transforms`` has the
 same names); each builds the class it names, so its maths, reference and costs are documented
-there. Flows with no Pyro counterpart are built from their classes directly, e.g.
-``LULinear(D)`` or ``Coupling(D, transformer=Additive())``.
+there (e.g. ``ordering`` and ``seed`` of the autoregressive ones: ``seed=None`` draws a
+``"random"`` order from torch's global RNG, an int fixes it). Flows with no Pyro
+counterpart are built from their classes directly, e.g. ``LULinear(D)`` or
+``Coupling(D, transformer=Additive())``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def affine_autoregressive(
     hidden_dims: Sequence[int] | None = None,
     stable: bool = False,
     ordering: Ordering = "natural",
+    seed: int | None = None,
 ) -> Autoregressive:
     r"""An :class:`~pyroflows.transforms.Autoregressive` layer with the affine transformer.
 
@@ -51,7 +54,8 @@ def affine_autoregressive(
         >>> affine_autoregressive(4, stable=True)(torch.zeros(2, 4)).shape
         torch.Size([2, 4])
     """
-    return Autoregressive(input_dim, context_dim, hidden_dims, Affine(stable=stable), ordering)
+    transformer = Affine(stable=stable)
+    return Autoregressive(input_dim, context_dim, hidden_dims, transformer, ordering, seed)
 
 
 def affine_coupling(
@@ -115,6 +119,7 @@ def spline_autoregressive(
     count_bins: int = 8,
     bound: float = 3.0,
     ordering: Ordering = "natural",
+    seed: int | None = None,
 ) -> Autoregressive:
     r"""An :class:`~pyroflows.transforms.Autoregressive` layer with the spline transformer.
 
@@ -126,7 +131,7 @@ def spline_autoregressive(
         torch.Size([5, 3])
     """
     transformer = RationalQuadraticSpline(count_bins, bound)
-    return Autoregressive(input_dim, context_dim, hidden_dims, transformer, ordering)
+    return Autoregressive(input_dim, context_dim, hidden_dims, transformer, ordering, seed)
 
 
 def neural_autoregressive(
@@ -137,6 +142,7 @@ def neural_autoregressive(
     depth: int = 1,
     ordering: Ordering = "natural",
     root_finder: RootFinder | None = None,
+    seed: int | None = None,
 ) -> Autoregressive:
     r"""An :class:`~pyroflows.transforms.Autoregressive` layer, deep sigmoidal transformer.
 
@@ -154,7 +160,7 @@ def neural_autoregressive(
         True
     """
     transformer = DeepSigmoid(hidden_units, depth, root_finder)
-    return Autoregressive(input_dim, context_dim, hidden_dims, transformer, ordering)
+    return Autoregressive(input_dim, context_dim, hidden_dims, transformer, ordering, seed)
 
 
 def planar(

@@ -217,6 +217,11 @@ class LogitTransform(FlowModule):
         return -self.alpha / squeeze, (1.0 - self.alpha) / squeeze
 
     @property
+    def sign(self) -> int:
+        """``+1``: the logit map is increasing in each element."""
+        return 1
+
+    @property
     def domain(self) -> constraints.Constraint:
         """The open interval :attr:`bounds` in every element of the event."""
         low, high = self.bounds

@@ -7,6 +7,8 @@ module, one record here and its name in ``transforms/__init__.py`` (see ``CONTRI
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -91,8 +93,75 @@ class FlowSpec:
     event_dims: tuple[int, ...] = (1,)
     fixed: bool = False
 
+    def options(self) -> tuple[str, ...] | None:
+        """The keyword arguments the builder takes besides the event and ``context_dim``.
+
+        ``None`` when the builder takes ``**kwargs`` (any name may be valid) or has no
+        signature to read.
+
+        Example:
+            >>> from pyroflows.transforms import REGISTRY
+            >>> REGISTRY["radial"].options()
+            ('hidden_dims',)
+        """
+        try:
+            parameters = list(inspect.signature(self.builder).parameters.values())
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return None
+        return tuple(
+            p.name
+            for p in parameters[1:]  # the first one is the event size or shape
+            if p.name != "context_dim"
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        )
+
+    def check_options(self, **kwargs: Any) -> None:
+        """Reject keyword arguments the builder does not take, before anything is built.
+
+        Guides that build their flow later (at the first SVI step) call this at construction,
+        so a misspelt option fails at once; :meth:`build` calls it too. ``context_dim`` is
+        not an option: it is given to :meth:`build` (or set by the caller) on its own.
+
+        Raises:
+            TypeError: naming the unknown arguments, the closest accepted names and all the
+                accepted ones.
+
+        Example:
+            >>> from pyroflows.transforms import REGISTRY
+            >>> try:
+            ...     REGISTRY["iaf"].check_options(hidden_dim=[10])
+            ... except TypeError as error:
+            ...     for part in str(error).split("; "):
+            ...         print(part)
+            flow 'iaf' got unknown option 'hidden_dim' (did you mean 'hidden_dims'?)
+            it accepts: num_layers, hidden_dims, stable, transformer
+        """
+        accepted = self.options()
+        if accepted is None:
+            return
+        unknown = [name for name in kwargs if name not in accepted]
+        if not unknown:
+            return
+        hints = [
+            f"{name!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(name, accepted, n=1))
+            else repr(name)
+            for name in unknown
+        ]
+        plural = "s" if len(unknown) > 1 else ""
+        raise TypeError(
+            f"flow {self.name!r} got unknown option{plural} {', '.join(hints)}; it accepts: "
+            + (", ".join(accepted) if accepted else "no options")
+        )
+
     def build(self, event: int | Sequence[int], context_dim: int = 0, **kwargs: Any) -> Transform:
-        """Build the flow for events of size (or shape) ``event``, with a context if asked."""
+        """Build the flow for events of size (or shape) ``event``, with a context if asked.
+
+        Unknown keyword arguments raise a ``TypeError`` (:meth:`check_options`).
+        """
+        self.check_options(**kwargs)
         rank = 1 if isinstance(event, int) else len(tuple(event))
         if rank not in self.event_dims:
             raise ValueError(

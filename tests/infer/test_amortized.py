@@ -474,3 +474,9 @@ def test_meta_device(flow, options):
 
         site = poutine.trace(guide).get_trace(x).nodes["z"]
         assert site["value"].device.type == "meta" and site["value"].shape == (3, LATENT)
+
+
+def test_amortized_flow_rejects_an_unknown_flow_option():
+    """Issue 12: a misspelt builder option names itself and the accepted ones."""
+    with pytest.raises(TypeError, match=r"unknown option 'hidden_dim'.*accepts: num_layers"):
+        AmortizedFlow(4, 2, "iaf", hidden_dim=[10])

@@ -421,3 +421,38 @@ def test_bad_arguments_raise_clear_errors():
     guide(Y20)
     with pytest.raises(ValueError, match="event size 1"):
         guide.get_posterior().log_prob(torch.zeros(3))
+
+
+def test_autoflow_rejects_an_unknown_flow_option_at_construction():
+    """Issue 12: ``hidden_dim`` (for ``hidden_dims``) failed only at the first SVI step."""
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+    with pytest.raises(TypeError, match=r"'hidden_dim' \(did you mean 'hidden_dims'\?\)"):
+        AutoFlow(model, "iaf", hidden_dim=[10])
+    AutoFlow(model, "iaf", hidden_dims=[10], stable=True)  # accepted names pass
+
+
+def test_predictive_with_an_autoflow_guide_traces_with_torch_jit():
+    """Issue 12: Pyro's jit path for ``Predictive`` (``torch.jit.trace_module`` of its
+    ``call``) crashed on the flow's inherited ``Transform.sign``."""
+    pyro.clear_param_store()
+
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("obs", dist.Normal(mu.unsqueeze(-2), 1.0).to_event(2), obs=y)
+
+    y = torch.randn(6, 2)
+    guide = AutoFlow(model, "iaf", num_layers=2, hidden_dims=[8])
+    guide(y)  # builds the flow
+    predictive = Predictive(model, guide=guide, num_samples=4, parallel=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace_module(predictive, {"call": (y,)}, check_trace=False)
+        draws = traced.call(y)
+    eager = predictive.call(y)
+    assert len(draws) == len(eager) == 2  # mu, obs
+    for traced_value, eager_value in zip(draws, eager, strict=True):
+        assert traced_value.shape == eager_value.shape
+        assert torch.isfinite(traced_value).all()

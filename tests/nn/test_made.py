@@ -86,3 +86,35 @@ def test_made_hidden_degrees_are_sorted_prefixes():
     assert torch.all(degrees[1:] >= degrees[:-1]), "hidden units are not sorted by degree"
     expected = [int((degrees <= k).sum()) for k in range(4)]
     assert made._prefixes[0] == expected == [0, 4, 7, 10]
+
+
+def test_made_random_orders_differ_by_default_and_reproduce_with_a_seed():
+    """Issue 12: repeated random orderings were all the same (a fixed ``seed=0`` default)."""
+    torch.manual_seed(0)
+    orders = [MADE(6, [12], ordering="random").degrees for _ in range(3)]
+    assert len({tuple(o.tolist()) for o in orders}) == 3
+    torch.manual_seed(0)  # the global seed reproduces them
+    again = [MADE(6, [12], ordering="random").degrees for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(orders, again, strict=True))
+    # an explicit seed gives a fixed order, whatever the global RNG
+    fixed = [MADE(6, [12], ordering="random", seed=3).degrees for _ in range(2)]
+    assert torch.equal(fixed[0], fixed[1])
+    assert torch.equal(fixed[0], MADE(6, [12], ordering="random", seed=3).degrees)
+
+
+def test_made_state_dict_of_another_random_order_loads_whole():
+    """The order is saved (``degrees``, masks); loading also updates the derived orders."""
+    torch.manual_seed(1)
+    saved = MADE(5, [10], ordering="random").double()
+    _perturb(saved)
+    fresh = MADE(5, [10], ordering="random").double()
+    assert not torch.equal(saved.degrees, fresh.degrees)
+    fresh.load_state_dict(saved.state_dict())
+    for name in ("degrees", "order", "inverse_order"):
+        assert torch.equal(getattr(fresh, name), getattr(saved, name)), name
+    x = torch.randn(4, 5, dtype=F64)
+    torch.testing.assert_close(fresh(x), saved(x))
+    passes = fresh.sequential()
+    order = fresh.order
+    for k in range(5):
+        torch.testing.assert_close(passes(x[:, order[:k]], k), saved(x)[:, :, order[k]])

@@ -148,3 +148,37 @@ def test_hooks_under_their_old_names_still_work_with_a_deprecation_warning():
     assert torch.equal(y, x + 1) and torch.equal(log_det, torch.zeros(3))
     x_back, inverse_log_det = flow.inverse_and_log_det(y)
     assert torch.equal(x_back, x) and torch.equal(inverse_log_det, torch.zeros(3))
+
+
+def test_jit_trace_of_a_module_holding_a_flow_gives_the_eager_result():
+    """Issue 12: tracing enumerates the module's attributes with ``hasattr``, which raised the
+    ``NotImplementedError`` of the inherited ``Transform.sign``."""
+    from pyroflows.distributions import Flow
+
+    class Scorer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flow = Flow.build("maf", 2, num_layers=2)
+
+        def forward(self, x):
+            return self.flow.log_prob(x)
+
+    torch.manual_seed(0)
+    scorer, x = Scorer(), torch.randn(5, 2)
+    with pytest.warns(torch.jit.TracerWarning):  # the event-shape checks become constants
+        traced = torch.jit.trace_module(scorer, {"forward": (x,)}, check_trace=False)
+    torch.testing.assert_close(traced(x), scorer(x))
+    x2 = torch.randn(5, 2)
+    torch.testing.assert_close(traced(x2), scorer(x2))
+
+
+def test_sign_is_defined_only_for_elementwise_monotone_flows():
+    """torch's contract: ``sign`` only where the map is element-wise monotone; elsewhere it is
+    absent (``hasattr`` is ``False``), so attribute enumeration does not crash."""
+    spline, stack = build("spline", 3), build("maf", 3)
+    assert spline.sign == spline.inv.sign == spline.with_cache(0).sign == 1
+    assert build("leaky_relu", 3).inv.sign == 1
+    for flow in (stack, stack.inv, Radial(3), Radial(3, context_dim=2).condition(torch.zeros(2))):
+        assert not hasattr(flow, "sign")
+        with pytest.raises(AttributeError):
+            _ = flow.sign

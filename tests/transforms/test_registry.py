@@ -27,3 +27,25 @@ def test_an_event_shape_the_flow_does_not_take_is_refused_by_name():
 def test_elementwise_init_of_the_wrong_shape_is_refused():
     with pytest.raises(ValueError, match=r"init must have shape \(2, 3\).*got \(3,\)"):
         Elementwise(3, transformer=Affine(), init=torch.zeros(3))
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_unknown_options_are_rejected_naming_the_accepted_ones(name):
+    """Issue 12: a misspelt option (``hidden_dim``) must fail with a clear error."""
+    spec = REGISTRY[name]
+    with pytest.raises(TypeError, match=rf"flow '{name}' got unknown option 'hidden_dim'"):
+        spec.check_options(hidden_dim=[10])
+    with pytest.raises(TypeError, match="it accepts: "):
+        spec.build(2, hidden_dim=[10])
+    spec.check_options(**dict.fromkeys(spec.options()))  # every accepted name passes
+
+
+def test_unknown_option_error_suggests_the_close_name_and_lists_all():
+    with pytest.raises(TypeError) as info:
+        build("iaf", 3, hidden_dim=[10], num_layer=2)
+    message = str(info.value)
+    assert "'hidden_dim' (did you mean 'hidden_dims'?)" in message
+    assert "'num_layer' (did you mean 'num_layers'?)" in message
+    assert message.endswith("it accepts: num_layers, hidden_dims, stable, transformer")
+    with pytest.raises(TypeError, match="unknown option 'context_dim'"):
+        REGISTRY["iaf"].check_options(context_dim=2)  # given to build() on its own
