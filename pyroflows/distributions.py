@@ -33,7 +33,15 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
-from .transforms import REGISTRY, FlowModule, FlowSequence, FlowView, InverseFlow, LogitTransform
+from .transforms import (
+    REGISTRY,
+    FlowModule,
+    FlowSequence,
+    FlowView,
+    InverseFlow,
+    LogitTransform,
+    spec_of,
+)
 from .transforms.preprocessing import affine_and_log_det, inverse_affine_and_log_det
 
 __all__ = ["Flow", "FlowDistribution"]
@@ -384,14 +392,7 @@ class Flow(nn.Module):
             >>> Flow.build("realnvp", 4, num_layers=2).config["name"]
             'realnvp'
         """
-        if name not in REGISTRY:
-            raise KeyError(f"no flow named {name!r}; registered: {sorted(REGISTRY)}")
-        if REGISTRY[name].fixed:
-            raise ValueError(
-                f"{name!r} is a fixed preprocessing map with nothing to fit; the model applies "
-                "its own (standardize_with, logit_alpha)"
-            )
-        REGISTRY[name].check_options(**options)
+        spec_of(name, learnable=True).check_options(**options)
         event = int(input_dim) if isinstance(input_dim, int) else [int(n) for n in input_dim]
         config = {
             "name": name,

@@ -31,6 +31,7 @@ NO_FORMULA = {
     "FlowSpec": "a registry record; the formulas are on the classes it builds",
     "build": "looks a name up in the registry; the formula is on the flow built",
     "register": "adds a record to the registry",
+    "spec_of": "looks a name up in the registry",
     "posterior_samples": "draws from a guide; the density is the guide's",
     "to_inference_data": "converts draws to arviz's container",
     "samples_to_inference_data": "converts draws to arviz's container",

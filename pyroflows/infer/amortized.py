@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn import MLP, inverse_softplus
-from ..transforms import REGISTRY
+from ..transforms import REGISTRY, spec_of
 from .posterior import FlowPosterior
 
 __all__ = ["AmortizedFlow"]
@@ -96,12 +96,10 @@ class AmortizedFlow(nn.Module):
             if flow_options:
                 raise TypeError(f"flow options {sorted(flow_options)} given without a flow")
             context_dim = 0
-        elif flow not in REGISTRY:
-            raise KeyError(f"no flow named {flow!r}; registered: {sorted(REGISTRY)}")
-        elif REGISTRY[flow].fixed:
-            raise ValueError(f"{flow!r} is a fixed preprocessing map, not a flow to fit")
-        elif context_dim and not REGISTRY[flow].conditional:
+        elif context_dim and not spec_of(flow, learnable=True).conditional:
             raise ValueError(f"flow {flow!r} has no conditional form; use context_dim=0")
+        else:
+            spec_of(flow, learnable=True)  # a known, learnable flow
         self.input_dim, self.latent_dim, self.context_dim = input_dim, latent_dim, context_dim
         out_dim = 2 * latent_dim + context_dim
         if encoder is None:

@@ -16,7 +16,7 @@ from pyro.infer.autoguide.initialization import init_to_median
 from torch import Tensor, nn
 from torch.distributions import AffineTransform, ComposeTransform, Transform
 
-from ..transforms import REGISTRY
+from ..transforms import REGISTRY, spec_of
 from .posterior import FlowPosterior
 
 __all__ = ["AutoFlow"]
@@ -117,11 +117,7 @@ class AutoFlow(AutoContinuous):
         **flow_options: Any,
     ) -> None:
         if isinstance(flow, str):
-            if flow not in REGISTRY:
-                raise KeyError(f"no flow named {flow!r}; registered: {sorted(REGISTRY)}")
-            if REGISTRY[flow].fixed:
-                raise ValueError(f"{flow!r} is a fixed preprocessing map, not a flow to fit")
-            if REGISTRY[flow].fast_direction == "inverse":
+            if spec_of(flow, learnable=True).fast_direction == "inverse":
                 warnings.warn(
                     f"flow {flow!r} samples sequentially (D network passes per layer, "
                     "fast_direction='inverse'): as a guide it is slow; 'iaf' or "

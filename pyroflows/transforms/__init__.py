@@ -48,7 +48,7 @@ from .linear import (
 from .planar import Planar
 from .preprocessing import FixedAffine, LogitTransform
 from .radial import Radial
-from .registry import REGISTRY, FlowSpec, build, register
+from .registry import REGISTRY, FlowSpec, build, register, spec_of
 from .stacks import autoregressive_stack, coupling_stack, iaf, maf, naf, nice, nsf, realnvp
 from .transformers import (
     Additive,
@@ -110,6 +110,7 @@ __all__ = [
     "radial",
     "realnvp",
     "register",
+    "spec_of",
     "spline",
     "spline_autoregressive",
     "spline_coupling",

@@ -42,7 +42,7 @@ from .radial import Radial
 from .stacks import iaf, maf, naf, nice, nsf, realnvp
 from .transformers import Additive, DeepSigmoid
 
-__all__ = ["REGISTRY", "FlowSpec", "build", "register"]
+__all__ = ["REGISTRY", "FlowSpec", "build", "register", "spec_of"]
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,29 @@ def register(spec: FlowSpec) -> FlowSpec:
     return spec
 
 
+def spec_of(name: str, *, learnable: bool = False) -> FlowSpec:
+    """The :class:`FlowSpec` named ``name``, with an error listing the names if there is none.
+
+    With ``learnable=True`` a fixed preprocessing map (``spec.fixed``) is refused too: models
+    and guides fit flows, and apply those maps themselves.
+
+    Example:
+        >>> spec_of("radial").family
+        'radial'
+        >>> spec_of("logit", learnable=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: 'logit' is a fixed preprocessing map with nothing to fit
+    """
+    try:
+        spec = REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no flow named {name!r}; registered: {sorted(REGISTRY)}") from None
+    if learnable and spec.fixed:
+        raise ValueError(f"{name!r} is a fixed preprocessing map with nothing to fit")
+    return spec
+
+
 def build(name: str, event: int | Sequence[int], context_dim: int = 0, **kwargs: Any) -> Transform:
     """Build the registered flow ``name``; see :class:`FlowSpec`.
 
@@ -205,11 +228,7 @@ def build(name: str, event: int | Sequence[int], context_dim: int = 0, **kwargs:
         >>> flow.input_dim, flow.context_dim, REGISTRY["planar"].inverse
         (3, 2, 'numerical')
     """
-    try:
-        spec = REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"no flow named {name!r}; registered: {sorted(REGISTRY)}") from None
-    return spec.build(event, context_dim, **kwargs)
+    return spec_of(name).build(event, context_dim, **kwargs)
 
 
 # One citation per paper.
