@@ -8,6 +8,7 @@
   :func:`to_inference_data` (arviz).
 """
 
+from ._checks import NonFiniteDrawError, SplineTailWarning
 from .amortized import AmortizedFlow
 from .autoguide import AutoFlow
 from .diagnostics import ImportanceDiagnostics, importance_diagnostics
@@ -22,6 +23,8 @@ __all__ = [
     "ElboTrace",
     "FlowPosterior",
     "ImportanceDiagnostics",
+    "NonFiniteDrawError",
+    "SplineTailWarning",
     "importance_diagnostics",
     "posterior_samples",
     "samples_to_inference_data",

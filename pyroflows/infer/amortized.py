@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from ..nn import MLP, inverse_softplus
 from ..transforms import REGISTRY, spec_of
+from ._checks import SplineTailCheck
+from ._defaults import guide_flow_options
 from .posterior import FlowPosterior
 
 __all__ = ["AmortizedFlow"]
@@ -106,9 +108,14 @@ class AmortizedFlow(nn.Module):
             encoder = _mlp(input_dim, list(encoder_hidden_dims), out_dim)
         self.encoder = encoder
         self.flow = (
-            None if flow is None else REGISTRY[flow].build(latent_dim, context_dim, **flow_options)
+            None
+            if flow is None
+            else REGISTRY[flow].build(
+                latent_dim, context_dim, **guide_flow_options(flow, flow_options)
+            )
         )
         self._scale_shift = inverse_softplus(init_scale)
+        self._tail_check = SplineTailCheck(self.flow)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         r"""``(mu, sigma, h)`` for data ``x`` of shape ``(..., input_dim)``."""
@@ -132,7 +139,10 @@ class AmortizedFlow(nn.Module):
     def forward(self, x: Tensor) -> FlowPosterior:
         r"""The posterior :math:`q(z \mid x)`, batch shape ``x.shape[:-1]``."""
         loc, scale, context = self.encode(x)
-        return FlowPosterior(self.flow, loc, scale, context)
+        posterior = FlowPosterior(self.flow, loc, scale, context)
+        if self.training:
+            self._tail_check(posterior, "AmortizedFlow")
+        return posterior
 
 
 def _mlp(input_dim: int, hidden_dims: list[int], output_dim: int) -> MLP:

@@ -17,17 +17,13 @@ from torch import Tensor, nn
 from torch.distributions import AffineTransform, ComposeTransform, Transform
 
 from ..transforms import REGISTRY, spec_of
+from ._checks import SplineTailCheck, check_finite_draws
+from ._defaults import guide_flow_options
 from .posterior import FlowPosterior
 
 __all__ = ["AutoFlow"]
 
 _STANDARDISE_DRAWS = 512
-# Registry defaults that AutoFlow overrides (the caller's options still win), each with its
-# reason. iaf: the gated update (stable=True) contracts by sigmoid(2) per layer and, at a
-# fixed budget (benchmarks/bench_vi_quality.py, 4000 steps), reached a funnel neck sd of
-# 1.8 against 2.8 for the plain affine update (truth 3.0), and a tau sd 0.70 of NUTS's on
-# eight schools against 0.94.
-_GUIDE_DEFAULTS = {"iaf": {"stable": False}}
 
 
 class AutoFlow(AutoContinuous):
@@ -133,11 +129,12 @@ class AutoFlow(AutoContinuous):
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
         self._flow_recipe = flow
-        defaults = _GUIDE_DEFAULTS.get(flow, {}) if isinstance(flow, str) else {}
-        self._flow_options = {**defaults, **flow_options}
+        self._flow_options = guide_flow_options(flow, flow_options) if isinstance(flow, str) else {}
         if isinstance(flow, str):  # the flow is built at the first step: check its options now
             REGISTRY[flow].check_options(**self._flow_options)
         self._init_scale = float(init_scale)
+        self._num_calls = 0
+        self._latent: Tensor | None = None  # the current call's draw, for the finite check
         super().__init__(model, init_loc_fn=init_loc_fn)
 
     # -- construction, on the first call ---------------------------------------------------------
@@ -161,6 +158,7 @@ class AutoFlow(AutoContinuous):
             flow = flow.to(device=init.device, dtype=init.dtype)
         loc, scale = self._standardised_start(flow, init)
         self.flow = flow
+        self._tail_check = SplineTailCheck(flow)
         self.loc = nn.Parameter(loc)
         self.log_scale = nn.Parameter(scale.log())
 
@@ -178,6 +176,33 @@ class AutoFlow(AutoContinuous):
             raise ValueError("the flow's initial output is degenerate (non-finite or constant)")
         scale = self._init_scale / std
         return init - scale * mean, scale
+
+    # -- one guide call --------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """Draw every latent site (as Pyro's ``AutoContinuous``), then check the draw.
+
+        Under Pyro's validation a non-finite draw raises
+        :class:`~pyroflows.infer.NonFiniteDrawError` naming the site and the guide call;
+        every 100 calls a spline flow checks its tails (:class:`SplineTailWarning`).
+        """
+        result = super().forward(*args, **kwargs)
+        self._num_calls += 1
+        latent, self._latent = self._latent, None
+        if latent is not None:
+            check_finite_draws(
+                (
+                    (site["name"], value, result[site["name"]])
+                    for site, value in self._unpack_latent(latent)
+                ),
+                self._num_calls,
+            )
+        self._tail_check(self.get_posterior(), "AutoFlow")
+        return result
+
+    def sample_latent(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Draw the packed unconstrained latent from :meth:`get_posterior` (a Pyro site)."""
+        self._latent = super().sample_latent(*args, **kwargs)
+        return self._latent
 
     # -- the posterior ---------------------------------------------------------------------------
     def get_posterior(self, *args: Any, **kwargs: Any) -> FlowPosterior:

@@ -57,6 +57,8 @@ from .transformers import (
     ElementwiseTransformer,
     PReLU,
     RationalQuadraticSpline,
+    SplineTails,
+    spline_tails,
 )
 
 __all__ = [
@@ -91,6 +93,7 @@ __all__ = [
     "RationalQuadraticSpline",
     "RootFinder",
     "Spline",
+    "SplineTails",
     "TriangularLinear",
     "affine_autoregressive",
     "affine_coupling",
@@ -114,6 +117,7 @@ __all__ = [
     "spline",
     "spline_autoregressive",
     "spline_coupling",
+    "spline_tails",
 ]
 
 

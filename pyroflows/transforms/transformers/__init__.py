@@ -9,7 +9,7 @@ A transformer combines with any of the three structures: ``Elementwise(transform
 from .affine import Additive, Affine, PReLU
 from .base import ElementwiseTransformer
 from .sigmoid import DeepSigmoid
-from .spline import RationalQuadraticSpline
+from .spline import RationalQuadraticSpline, SplineTails, spline_tails
 
 __all__ = [
     "Additive",
@@ -18,4 +18,6 @@ __all__ = [
     "ElementwiseTransformer",
     "PReLU",
     "RationalQuadraticSpline",
+    "SplineTails",
+    "spline_tails",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -9,7 +12,7 @@ from torch import Tensor
 from ...nn.functional import inverse_softplus
 from .base import ElementwiseTransformer
 
-__all__ = ["RationalQuadraticSpline"]
+__all__ = ["RationalQuadraticSpline", "SplineTails", "spline_tails"]
 
 # softplus(_UNIT_DERIVATIVE) + min_derivative == 1 at the knots of an untrained spline.
 _MIN_BIN, _MIN_DERIVATIVE = 1e-3, 1e-3
@@ -29,6 +32,75 @@ def _knots(raw: Tensor, bound: float) -> tuple[Tensor, Tensor]:
     ends = torch.full_like(fractions[..., :1], bound)
     knots = torch.cat([-ends, inner, ends], dim=-1)  # exact end points, whatever the rounding
     return knots, knots[..., 1:] - knots[..., :-1]
+
+
+class SplineTails:
+    """The share of spline inputs that fell outside the splines' intervals, while monitored.
+
+    Outside :math:`[-B, B]` a spline is the identity: draws that land there are not shaped
+    by the flow at all. Filled by :func:`spline_tails`; reading :meth:`share` is one host
+    sync, recording is none.
+
+    Example:
+        >>> import torch
+        >>> spline = RationalQuadraticSpline(count_bins=4, bound=1.0)
+        >>> params = spline.identity_params(1)
+        >>> with spline_tails() as tails:
+        ...     _ = spline.forward(torch.tensor([[-2.0], [0.0], [0.5], [3.0]]), params)
+        >>> tails.share(), tails.bounds
+        (0.5, [1.0])
+    """
+
+    def __init__(self) -> None:
+        self._outside: list[Tensor] = []
+        self._total = 0
+        self.bounds: list[float] = []
+
+    def record(self, outside: Tensor, bound: float) -> None:
+        """Count the ``True`` entries of ``outside`` (no sync); ``bound``: the spline's B."""
+        self._outside.append(outside.sum())
+        self._total += outside.numel()
+        if bound not in self.bounds:
+            self.bounds.append(bound)
+
+    @property
+    def count(self) -> int:
+        """Number of spline inputs seen."""
+        return self._total
+
+    def share(self) -> float:
+        """Share of the inputs seen that lay outside their spline's interval (0 if none seen)."""
+        if not self._total:
+            return 0.0
+        outside = torch.stack([value.to(self._outside[0].device) for value in self._outside])
+        return float(outside.sum()) / self._total
+
+
+_MONITORS: list[SplineTails] = []
+
+
+@contextlib.contextmanager
+def spline_tails() -> Iterator[SplineTails]:
+    """Record, during the block, how many inputs of every spline fall in its identity tails.
+
+    Every :class:`RationalQuadraticSpline` evaluated in the block (either direction, any
+    structure) adds its inputs to the returned :class:`SplineTails`; outside the block
+    nothing is recorded and nothing is spent. Guides use it to warn when a posterior lives
+    where the spline is the identity (see :class:`~pyroflows.infer.AutoFlow`).
+    """
+    tails = SplineTails()
+    _MONITORS.append(tails)
+    try:
+        yield tails
+    finally:
+        _MONITORS.remove(tails)
+
+
+def _monitor(inside: Tensor, bound: float) -> None:
+    if _MONITORS and not torch.compiler.is_compiling():
+        outside = ~inside.detach()
+        for tails in _MONITORS:
+            tails.record(outside, bound)
 
 
 class RationalQuadraticSpline(ElementwiseTransformer):
@@ -137,6 +209,7 @@ class RationalQuadraticSpline(ElementwiseTransformer):
         r"""Return the spline of ``x`` and :math:`\log|\partial y / \partial x|`."""
         spline = self._spline(params)
         inside = (x > -self.bound) & (x < self.bound)
+        _monitor(inside, self.bound)
         x_in = x.clamp(-self.bound, self.bound)
         x_k, width, y_k, height, slope, d_left, d_right = self._bin_quantities(
             spline[0], x_in, spline
@@ -153,6 +226,7 @@ class RationalQuadraticSpline(ElementwiseTransformer):
         """Return the inverse spline of ``y`` and the forward log-slope at the result."""
         spline = self._spline(params)
         inside = (y > -self.bound) & (y < self.bound)
+        _monitor(inside, self.bound)
         y_in = y.clamp(-self.bound, self.bound)
         x_k, width, y_k, height, slope, d_left, d_right = self._bin_quantities(
             spline[2], y_in, spline
