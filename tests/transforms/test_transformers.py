@@ -149,3 +149,18 @@ def test_identity_at_initialisation(device, dtype):
         flow = flow.to(device, dtype)
         torch.testing.assert_close(flow(x), x)
         assert torch.all(flow.log_abs_det_jacobian(x, flow(x)) == 0)
+
+
+@pytest.mark.parametrize("stable", [False, True])
+def test_affine_log_scale_bounds_stop_the_gradient(stable):
+    """Beyond its bounds the raw log-scale gets no gradient (it cannot drift there)."""
+    transformer = Affine(stable=stable, log_scale_min=-1.0, log_scale_max=1.0)
+    raw = torch.tensor([-9.0, 0.0, 9.0], requires_grad=True)
+    params = torch.stack([torch.zeros(3), raw])  # (mu, s)
+    y, log_det = transformer.forward(torch.ones(3), params)
+    (y.sum() + log_det.sum()).backward()
+    if stable:  # log sigmoid(s + 2) is clamped below only
+        assert float(log_det[0]) == -1.0 and raw.grad[0] == 0 and raw.grad[2] != 0
+    else:
+        assert log_det.tolist() == [-1.0, 0.0, 1.0]
+        assert raw.grad[0] == 0 and raw.grad[2] == 0 and raw.grad[1] != 0

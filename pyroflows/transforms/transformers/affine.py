@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...nn.functional import clamp_in_value
 from .base import ElementwiseTransformer
 
 __all__ = ["Additive", "Affine", "PReLU"]
@@ -15,8 +14,11 @@ __all__ = ["Additive", "Affine", "PReLU"]
 class Affine(ElementwiseTransformer):
     r"""Affine transformer :math:`y = \mu + e^{s} x` with parameters :math:`(\mu, s)`.
 
-    The log-scale is clamped to ``[log_scale_min, log_scale_max]`` in value (gradients pass
-    unchanged), as in Pyro and the MAF reference code; :math:`\log|\partial y/\partial x| = s`.
+    The log-scale is clamped to ``[log_scale_min, log_scale_max]`` (as in Pyro);
+    :math:`\log|\partial y/\partial x| = s`. Outside the bounds its gradient is zero, unlike
+    Pyro's ``clamp_preserve_gradients``: with the gradient passed through, the network's raw
+    log-scale can drift without limit while the value sits at the bound, and IAF guides went
+    NaN on Neal's funnel (see ``benchmarks/bench_posteriors.py``); values are the same.
     Bounds of ``None`` leave it free (element-wise affine layers and ActNorm, whose scales are
     set from data).
     With ``stable=True`` it is the gated update of IAF,
@@ -27,7 +29,7 @@ class Affine(ElementwiseTransformer):
 
     whose scale is bounded by 1, which keeps deep IAF stacks well conditioned
     (:math:`b_\sigma = 2`, so an untrained layer passes most of its input through).
-    :math:`\log \sigma` is also bounded below by ``log_scale_min`` (in value; gradients pass),
+    :math:`\log \sigma` is also bounded below by ``log_scale_min``,
     unlike Pyro's, so that the layer stays invertible in floating point far from the data.
 
     Args:
@@ -69,11 +71,11 @@ class Affine(ElementwiseTransformer):
             # range an unbounded gate can underflow to 0 and the layer stops being invertible.
             log_gate = F.logsigmoid(raw + self.sigmoid_bias)
             if self.log_scale_min is not None:
-                log_gate = clamp_in_value(log_gate, self.log_scale_min, 0.0)
+                log_gate = log_gate.clamp(min=self.log_scale_min)
             return (1 - log_gate.exp()) * mean, log_gate
         if self.log_scale_min is None and self.log_scale_max is None:
             return mean, raw
-        return mean, clamp_in_value(raw, self.log_scale_min, self.log_scale_max)
+        return mean, raw.clamp(self.log_scale_min, self.log_scale_max)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         r"""Return :math:`\mu + e^{s} x` and :math:`s`."""
