@@ -11,7 +11,17 @@ from typing import Any
 
 from ..transforms import REGISTRY
 
-__all__ = ["GUIDE_SPLINE_BOUND", "guide_flow_options"]
+__all__ = [
+    "AUTOFLOW_INIT_SCALE",
+    "GUIDE_SPLINE_BOUND",
+    "autoflow_flow_options",
+    "guide_flow_options",
+]
+
+# AutoFlow's default flow starts as N(init, 1) in unconstrained space, as Pyro's flow guides
+# start as N(0, 1): with 0.1 (AutoNormal's default) the plain IAF's draws reached 1e14 on the
+# banana (KL 1e58) and went NaN on the funnel at d = 10; with 1.0 the KL was 0.011 and 0.08.
+AUTOFLOW_INIT_SCALE = 1.0
 
 # Splines are the identity outside [-bound, bound]. A guide's flow acts on standard normal
 # noise (the location and scale come after it), so bound 5 covers all but 6e-7 of its input
@@ -19,16 +29,24 @@ __all__ = ["GUIDE_SPLINE_BOUND", "guide_flow_options"]
 # client's guide reached -ELBO +1,096 with bound 3 against -126 with bound 5).
 GUIDE_SPLINE_BOUND = 5.0
 
-# Registry defaults that the guides override, by flow name.
-_FLOW_DEFAULTS: dict[str, dict[str, Any]] = {
-    # the gated update (stable=True) contracts by sigmoid(2) per layer; AutoFlow's
-    # standardised start undoes that, so it is kept (see the posterior suite)
-    "iaf": {"stable": False},
+
+def _one_hidden_layer(dim: int) -> list[int]:
+    return [max(32, 4 * dim)]
+
+
+# Registry defaults that AutoFlow overrides, by flow name; a callable gets the latent size.
+# "iaf": three layers of the plain affine update, each MADE with one hidden layer of
+# max(32, 4 D) units. On the posterior suite this fitted as well as five layers with two
+# hidden layers each, at less than half the time per step: with Pyro's optimizer a step costs
+# about as much per parameter tensor as per flop at these sizes. The gated update
+# (stable=True) fitted the funnels worse (KL 0.10 against 0.03 at d = 2).
+_AUTOFLOW_DEFAULTS: dict[str, dict[str, Any]] = {
+    "iaf": {"stable": False, "num_layers": 3, "hidden_dims": _one_hidden_layer},
 }
 
 
 def guide_flow_options(flow: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options a guide builds registry flow ``flow`` with: its defaults, then ``options``.
+    """The options any guide builds registry flow ``flow`` with: the spline bound, then ``options``.
 
     Example:
         >>> guide_flow_options("spline_autoregressive", {"count_bins": 4})
@@ -36,7 +54,28 @@ def guide_flow_options(flow: str, options: dict[str, Any]) -> dict[str, Any]:
         >>> guide_flow_options("planar", {})
         {}
     """
-    defaults = dict(_FLOW_DEFAULTS.get(flow, {}))
-    if "bound" in (REGISTRY[flow].options() or ()):
-        defaults["bound"] = GUIDE_SPLINE_BOUND
+    defaults = {"bound": GUIDE_SPLINE_BOUND} if "bound" in (REGISTRY[flow].options() or ()) else {}
     return {**defaults, **options}
+
+
+def autoflow_flow_options(
+    flow: str, options: dict[str, Any], dim: int | None = None
+) -> dict[str, Any]:
+    """The options :class:`~pyroflows.infer.AutoFlow` builds ``flow`` with, latent size ``dim``.
+
+    :func:`guide_flow_options` plus AutoFlow's own defaults, chosen on the posterior suite;
+    the caller's ``options`` win. Defaults that depend on the latent size are resolved when
+    ``dim`` is given (left as callables otherwise: only their names matter for checking).
+
+    Example:
+        >>> autoflow_flow_options("iaf", {"num_layers": 2}, dim=10)
+        {'stable': False, 'num_layers': 2, 'hidden_dims': [40]}
+    """
+    defaults = _AUTOFLOW_DEFAULTS.get(flow, {})
+    merged = guide_flow_options(flow, {**defaults, **options})
+    if dim is None:
+        return merged
+    return {
+        key: value(dim) if callable(value) and value is defaults.get(key) else value
+        for key, value in merged.items()
+    }

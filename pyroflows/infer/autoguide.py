@@ -18,7 +18,7 @@ from torch.distributions import AffineTransform, ComposeTransform, Transform
 
 from ..transforms import REGISTRY, spec_of
 from ._checks import SplineTailCheck, check_finite_draws
-from ._defaults import guide_flow_options
+from ._defaults import AUTOFLOW_INIT_SCALE, autoflow_flow_options
 from .posterior import FlowPosterior
 
 __all__ = ["AutoFlow"]
@@ -69,13 +69,22 @@ class AutoFlow(AutoContinuous):
             callable ``input_dim -> transform`` (e.g. ``lambda d: pyroflows.build("iaf", d)``
             or one of Pyro's own flow helpers).
         init_loc_fn: per-site initialisation (see Pyro's ``autoguide.initialization``).
-        init_scale: initial posterior standard deviation in unconstrained space.
+        init_scale: initial posterior standard deviation in unconstrained space (default 1,
+            as Pyro's flow guides start from a standard normal; narrower starts made the
+            plain IAF diverge on the posterior suite).
         **flow_options: keyword arguments of the registry builder (``num_layers``,
-            ``hidden_dims``, ``count_bins``, ...). One default differs from the registry's:
-            ``"iaf"`` uses the plain affine update (``stable=False``), which fitted funnel-
-            and hierarchical posteriors markedly better than the gated one at equal budgets
-            (see the benchmarks page); pass ``stable=True`` for the gated update. An
-            unknown name raises a ``TypeError`` here, not at the first step.
+            ``hidden_dims``, ``count_bins``, ...). AutoFlow's defaults, chosen on the
+            posterior suite (``benchmarks/bench_posteriors.py``, table on the benchmarks
+            page), differ from the registry's: ``"iaf"`` has 3 layers of the plain affine
+            update (``stable=False``), each MADE with one hidden layer of
+            :math:`\max(32, 4D)` units; spline flows have ``bound=5`` (their input is
+            standard normal noise; outside the interval a spline is the identity, and a
+            :class:`~pyroflows.infer.SplineTailWarning` says when many draws land there).
+            An unknown name raises a ``TypeError`` here, not at the first step.
+
+    Raises at a call (under Pyro's validation):
+        :class:`~pyroflows.infer.NonFiniteDrawError` when a draw is not finite, naming the
+        site and the guide call.
 
     References:
         Kucukelbir et al., "Automatic Differentiation Variational Inference", 2017,
@@ -109,7 +118,7 @@ class AutoFlow(AutoContinuous):
         flow: str | Callable[[int], Transform] = "iaf",
         *,
         init_loc_fn: Callable = init_to_median,
-        init_scale: float = 0.1,
+        init_scale: float = AUTOFLOW_INIT_SCALE,
         **flow_options: Any,
     ) -> None:
         if isinstance(flow, str):
@@ -129,7 +138,9 @@ class AutoFlow(AutoContinuous):
         if not init_scale > 0:
             raise ValueError(f"init_scale must be positive, got {init_scale}")
         self._flow_recipe = flow
-        self._flow_options = guide_flow_options(flow, flow_options) if isinstance(flow, str) else {}
+        self._flow_options = (
+            autoflow_flow_options(flow, flow_options) if isinstance(flow, str) else {}
+        )
         if isinstance(flow, str):  # the flow is built at the first step: check its options now
             REGISTRY[flow].check_options(**self._flow_options)
         self._init_scale = float(init_scale)
@@ -143,7 +154,10 @@ class AutoFlow(AutoContinuous):
         init = self._init_loc()
         try:
             if isinstance(self._flow_recipe, str):
-                flow = REGISTRY[self._flow_recipe].build(self.latent_dim, **self._flow_options)
+                flow = REGISTRY[self._flow_recipe].build(
+                    self.latent_dim,
+                    **autoflow_flow_options(self._flow_recipe, self._flow_options, self.latent_dim),
+                )
             else:
                 flow = self._flow_recipe(self.latent_dim)
         except ValueError as error:
