@@ -36,8 +36,10 @@ which never use them, are what compiled code should call).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,33 +62,161 @@ __all__ = [
 ]
 
 
-class _PassCache:
-    """The latest pass ``(x, y, log_det)``, valid while the parameters are unchanged.
+_MAX_PASSES = 256
 
-    Entries are keyed by the identity of ``x`` and ``y`` *and* by the version counters of the
-    parameters and buffers that produced them, so an optimizer step (or any in-place update)
-    invalidates the entry: training on the same data tensor every step never reuses a stale
-    pass, and needs no ``clear_cache()`` call.
+
+def _version_of(tensor: Tensor) -> int | None:
+    """The tensor's version counter (bumped by every in-place update); ``None`` for an
+    inference tensor, which has none (and is then never cached)."""
+    return None if tensor.is_inference() else tensor._version
+
+
+def _tracing_state() -> Any:
+    """The ``torch.jit.trace`` being recorded (``None`` outside tracing)."""
+    return torch._C._get_tracing_state()
+
+
+class _Pass:
+    """One remembered pass: its input, output, forward log-det, context and their versions.
+
+    The input (``x`` of a forward pass, ``y`` of an inverse one) is held, since nothing else
+    may hold it (``TransformedDistribution.rsample`` drops its base draw); the output is held
+    weakly (``weakref.ref``), so the entry dies with it.
     """
 
-    __slots__ = ("log_det", "versions", "x", "y")
+    __slots__ = (
+        "context",
+        "context_version",
+        "log_det",
+        "trace",
+        "x",
+        "x_id",
+        "x_version",
+        "y",
+        "y_id",
+        "y_version",
+    )
+
+    def tensors(self) -> tuple[Tensor | None, Tensor | None]:
+        x, y = self.x, self.y
+        return (x() if isinstance(x, weakref.ref) else x, y() if isinstance(y, weakref.ref) else y)
+
+
+def _forget(cache_ref: weakref.ref, serial: int, _: weakref.ref) -> None:
+    """Weakref callback: the output of pass ``serial`` died, so its entry goes."""
+    cache = cache_ref()
+    if cache is not None:
+        cache.drop(serial)
+
+
+class _PassCache:
+    """Every live pass of one flow at its current parameters (see the module documentation).
+
+    Entries are found by the identity of their input or output tensor, and serve a lookup only
+    when that tensor, its partner and the context still have the version counters they had at
+    the pass (no in-place update since), the parameters' and buffers' version counters are
+    unchanged (an optimizer step empties the cache) and the same ``torch.jit`` trace (or
+    none) is being recorded. Each entry dies with its output; at most ``_MAX_PASSES`` are
+    kept (the oldest go first).
+    """
+
+    __slots__ = ("__weakref__", "_by_x", "_by_y", "_passes", "_serial", "versions")
 
     def __init__(self) -> None:
-        self.x = self.y = self.log_det = self.versions = None
+        self._passes: dict[int, _Pass] = {}  # by serial number, oldest first
+        self._by_x: dict[int, int] = {}  # id(x) -> serial of the latest pass from x
+        self._by_y: dict[int, int] = {}  # id(y) -> serial of the latest pass to y
+        self._serial = 0
+        self.versions: int | None = None
 
-    def store(self, x: Tensor, y: Tensor, log_det: Tensor | None, versions: int) -> None:
-        self.x, self.y, self.log_det, self.versions = x, y, log_det, versions
+    def __len__(self) -> int:
+        return len(self._passes)
 
-    def output_for(self, x: Tensor, versions: int) -> Tensor | None:
-        return self.y if x is self.x and versions == self.versions else None
+    def clear(self) -> None:
+        self._passes, self._by_x, self._by_y = {}, {}, {}
 
-    def input_for(self, y: Tensor, versions: int) -> Tensor | None:
-        return self.x if y is self.y and versions == self.versions else None
+    def drop(self, serial: int) -> None:
+        entry = self._passes.pop(serial, None)
+        if entry is not None:
+            if self._by_x.get(entry.x_id) == serial:
+                del self._by_x[entry.x_id]
+            if self._by_y.get(entry.y_id) == serial:
+                del self._by_y[entry.y_id]
 
-    def log_det_for(self, x: Tensor, y: Tensor, versions: int) -> Tensor | None:
-        if x is self.x and y is self.y and versions == self.versions:
-            return self.log_det
-        return None
+    def _current(self, versions: int) -> bool:
+        """Whether the entries were made at these parameter versions (if not, forget them)."""
+        if versions != self.versions:
+            self.clear()
+            self.versions = versions
+            return False
+        return True
+
+    def store(
+        self,
+        x: Tensor,
+        y: Tensor,
+        log_det: Tensor,
+        context: Tensor | None,
+        versions: int,
+        *,
+        inverse: bool,
+    ) -> None:
+        """Remember a pass (``inverse``: ``x`` was computed from ``y``, else ``y`` from ``x``)."""
+        self._current(versions)
+        entry = _Pass()
+        entry.x_version, entry.y_version = _version_of(x), _version_of(y)
+        entry.context_version = None if context is None else _version_of(context)
+        if None in (entry.x_version, entry.y_version) or (
+            context is not None and entry.context_version is None
+        ):
+            return  # inference tensors have no version counter: nothing could tell them stale
+        self._serial = serial = self._serial + 1
+        forget = functools.partial(_forget, weakref.ref(self), serial)
+        entry.x = weakref.ref(x, forget) if inverse else x
+        entry.y = y if inverse else weakref.ref(y, forget)
+        entry.x_id, entry.y_id = id(x), id(y)
+        entry.log_det, entry.context, entry.trace = log_det, context, _tracing_state()
+        self._passes[serial] = entry
+        self._by_x[entry.x_id] = self._by_y[entry.y_id] = serial
+        while len(self._passes) > _MAX_PASSES:
+            self.drop(next(iter(self._passes)))
+
+    def _lookup(
+        self, index: dict[int, int], key: Tensor, context: Tensor | None, versions: int
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The valid pass whose ``x`` (``index = _by_x``) or ``y`` is ``key``: ``(x, y, log_det)``."""
+        serial = index.get(id(key))
+        if serial is None or not self._current(versions):
+            return None
+        entry = self._passes.get(serial)
+        if entry is None or entry.context is not context:
+            return None
+        x, y = entry.tensors()
+        if (
+            x is None
+            or y is None
+            or key is not (x if index is self._by_x else y)
+            or _version_of(x) != entry.x_version
+            or _version_of(y) != entry.y_version
+            or (context is not None and _version_of(context) != entry.context_version)
+            or entry.trace is not _tracing_state()
+        ):
+            return None
+        return x, y, entry.log_det
+
+    def output_for(self, x: Tensor, context: Tensor | None, versions: int) -> Tensor | None:
+        found = self._lookup(self._by_x, x, context, versions)
+        return None if found is None else found[1]
+
+    def input_for(self, y: Tensor, context: Tensor | None, versions: int) -> Tensor | None:
+        found = self._lookup(self._by_y, y, context, versions)
+        return None if found is None else found[0]
+
+    def log_det_for(
+        self, x: Tensor, y: Tensor, context: Tensor | None, versions: int
+    ) -> Tensor | None:
+        found = self._lookup(self._by_y, y, context, versions)
+        return found[2] if found is not None and found[0] is x else None
 
 
 def _real_events(event_dim: int) -> constraints.Constraint:
@@ -108,15 +238,14 @@ class _CachedPasses:
         raise NotImplementedError
 
     def _versions(self) -> int:
-        """Sum of the version counters of everything a pass depends on.
+        """Sum of the version counters of the flow's parameters and buffers.
 
         Counters only grow (every in-place update bumps one), so the sum changes whenever
-        any parameter, buffer or the context is modified. A plain walk over the module tree:
-        ``nn.Module.parameters()`` costs ~10x more, and this runs on every call.
+        any parameter or buffer is modified. A plain walk over the module tree:
+        ``nn.Module.parameters()`` costs ~10x more, and this runs on every cached call.
         """
-        flow, context = self._flow_and_context()
-        total = 0 if context is None else context._version
-        stack = [flow]
+        total = 0
+        stack: list[nn.Module] = [self._flow_and_context()[0]]
         while stack:
             module = stack.pop()
             for tensors in (module._parameters, module._buffers):
@@ -130,26 +259,33 @@ class _CachedPasses:
         """Whether passes go through the cache: ``cache_size == 1``, and not while compiling.
 
         Under ``torch.compile`` the cache is bypassed, so the torch interface traces without
-        a graph break: its key (parameter version counters) is data dynamo cannot guard on,
-        and an entry stored by one compiled call could not be told stale in the next. The
-        price is that a compiled ``log_abs_det_jacobian`` after ``__call__``, or an ``inv``
-        of a just-computed output, runs its pass again (AOTAutograd does not merge the two),
-        so compiled code should call :meth:`forward_and_log_det` /
+        a graph break: its key (tensor identities and version counters) is data dynamo cannot
+        guard on, and an entry stored by one compiled call could not be told stale in the
+        next. The price is that a compiled ``log_abs_det_jacobian`` after ``__call__``, or an
+        ``inv`` of a just-computed output, runs its pass again (AOTAutograd does not merge the
+        two), so compiled code should call :meth:`forward_and_log_det` /
         :meth:`inverse_and_log_det`, which give the log-det with the pass. Eager calls are
         unaffected.
         """
         return self._cache_size == 1 and not torch.compiler.is_compiling()
 
+    @property
+    def _pass_cache(self) -> _PassCache:
+        """The cache of the flow module itself, shared by all its views and its inverse."""
+        return self._flow_and_context()[0]._passes
+
     def __call__(self, x: Tensor) -> Tensor:
         if self._caching():
-            cached = self._pass_cache.output_for(x, self._versions())
+            flow, context = self._flow_and_context()
+            cached = flow._passes.output_for(x, context, self._versions())
             if cached is not None:
                 return cached
         return self._call(x)
 
     def _inv_call(self, y: Tensor) -> Tensor:
         if self._caching():
-            cached = self._pass_cache.input_for(y, self._versions())
+            flow, context = self._flow_and_context()
+            cached = flow._passes.input_for(y, context, self._versions())
             if cached is not None:
                 return cached
         return self._inverse(y)
@@ -157,39 +293,31 @@ class _CachedPasses:
     def _call(self, x: Tensor) -> Tensor:
         flow, context = self._flow_and_context()
         y, log_det = flow.forward_and_log_det(x, context)
-        self._remember(x, y, log_det)
+        if self._caching():
+            flow._passes.store(x, y, log_det, context, self._versions(), inverse=False)
         return y
 
     def _inverse(self, y: Tensor) -> Tensor:
         flow, context = self._flow_and_context()
         x, inverse_log_det = flow.inverse_and_log_det(y, context)
-        self._remember(x, y, -inverse_log_det)
+        if self._caching():
+            flow._passes.store(x, y, -inverse_log_det, context, self._versions(), inverse=True)
         return x
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         r"""Return :math:`\log|\det \partial y / \partial x|`, with the batch shape of ``x``."""
+        flow, context = self._flow_and_context()
         if self._caching():
-            cached = self._pass_cache.log_det_for(x, y, self._versions())
+            cached = flow._passes.log_det_for(x, y, context, self._versions())
             if cached is not None:
                 return cached
-        flow, context = self._flow_and_context()
         context = flow._context_for(context)
         flow._check_event(x, "input x")
         return flow._log_det(x, y, context)
 
-    def _remember(self, x: Tensor, y: Tensor, log_det: Tensor) -> None:
-        if self._caching():
-            self._pass_cache.store(x, y, log_det, self._versions())
-
     def clear_cache(self) -> None:
-        """Forget the cached pass (inputs, outputs and log-det)."""
-        self._pass_cache = _PassCache()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_pass_cache"] = _PassCache()
-        state.pop("_cached_x_y", None)  # torch's own cache slot; unused here
-        return state
+        """Forget the flow's cached passes (shared with its views and its inverse)."""
+        self._pass_cache.clear()
 
     @property
     def inv(self) -> InverseFlow:
@@ -261,7 +389,13 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         self.event_shape = tuple(int(size) for size in shape)
         self.input_dim = math.prod(self.event_shape)
         self.context_dim = int(context_dim)
-        self._pass_cache = _PassCache()
+        self._passes = _PassCache()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_passes"] = _PassCache()  # caches never travel (pickle, deepcopy)
+        state.pop("_cached_x_y", None)  # torch's own cache slot; unused here
+        return state
 
     @property
     def domain(self) -> constraints.Constraint:
@@ -486,7 +620,6 @@ class FlowView(_SharesTheFlowsEvents, _CachedPasses, TransformModule):
         super().__init__(cache_size=cache_size)
         self.flow = flow
         self.context = context
-        self._pass_cache = _PassCache()
 
     @property
     def domain(self) -> constraints.Constraint:
