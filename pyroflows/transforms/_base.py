@@ -40,7 +40,7 @@ import functools
 import math
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -63,11 +63,14 @@ __all__ = [
 
 
 _MAX_PASSES = 256
+_Versions = Callable[[], int]
 
 
 def _version_of(tensor: Tensor) -> int | None:
-    """The tensor's version counter (bumped by every in-place update); ``None`` for an
-    inference tensor, which has none (and is then never cached)."""
+    """The tensor's version counter (bumped by every in-place update), or ``None``.
+
+    An inference tensor has none, and is then never cached.
+    """
     return None if tensor.is_inference() else tensor._version
 
 
@@ -182,11 +185,15 @@ class _PassCache:
             self.drop(next(iter(self._passes)))
 
     def _lookup(
-        self, index: dict[int, int], key: Tensor, context: Tensor | None, versions: int
+        self, index: dict[int, int], key: Tensor, context: Tensor | None, versions: _Versions
     ) -> tuple[Tensor, Tensor, Tensor] | None:
-        """The valid pass whose ``x`` (``index = _by_x``) or ``y`` is ``key``: ``(x, y, log_det)``."""
+        """``(x, y, log_det)`` of the valid pass whose ``x`` (or ``y``: ``index``) is ``key``.
+
+        ``versions()`` gives the parameters' current versions; it is called only on a
+        candidate (it walks the module tree).
+        """
         serial = index.get(id(key))
-        if serial is None or not self._current(versions):
+        if serial is None or not self._current(versions()):
             return None
         entry = self._passes.get(serial)
         if entry is None or entry.context is not context:
@@ -204,16 +211,16 @@ class _PassCache:
             return None
         return x, y, entry.log_det
 
-    def output_for(self, x: Tensor, context: Tensor | None, versions: int) -> Tensor | None:
+    def output_for(self, x: Tensor, context: Tensor | None, versions: _Versions) -> Tensor | None:
         found = self._lookup(self._by_x, x, context, versions)
         return None if found is None else found[1]
 
-    def input_for(self, y: Tensor, context: Tensor | None, versions: int) -> Tensor | None:
+    def input_for(self, y: Tensor, context: Tensor | None, versions: _Versions) -> Tensor | None:
         found = self._lookup(self._by_y, y, context, versions)
         return None if found is None else found[0]
 
     def log_det_for(
-        self, x: Tensor, y: Tensor, context: Tensor | None, versions: int
+        self, x: Tensor, y: Tensor, context: Tensor | None, versions: _Versions
     ) -> Tensor | None:
         found = self._lookup(self._by_y, y, context, versions)
         return found[2] if found is not None and found[0] is x else None
@@ -277,7 +284,7 @@ class _CachedPasses:
     def __call__(self, x: Tensor) -> Tensor:
         if self._caching():
             flow, context = self._flow_and_context()
-            cached = flow._passes.output_for(x, context, self._versions())
+            cached = flow._passes.output_for(x, context, self._versions)
             if cached is not None:
                 return cached
         return self._call(x)
@@ -285,7 +292,7 @@ class _CachedPasses:
     def _inv_call(self, y: Tensor) -> Tensor:
         if self._caching():
             flow, context = self._flow_and_context()
-            cached = flow._passes.input_for(y, context, self._versions())
+            cached = flow._passes.input_for(y, context, self._versions)
             if cached is not None:
                 return cached
         return self._inverse(y)
@@ -308,7 +315,7 @@ class _CachedPasses:
         r"""Return :math:`\log|\det \partial y / \partial x|`, with the batch shape of ``x``."""
         flow, context = self._flow_and_context()
         if self._caching():
-            cached = flow._passes.log_det_for(x, y, context, self._versions())
+            cached = flow._passes.log_det_for(x, y, context, self._versions)
             if cached is not None:
                 return cached
         context = flow._context_for(context)
