@@ -24,13 +24,56 @@ torch/Pyro interface: it *is* a
 ``TransformedDistribution`` unconditioned), and, built with ``context_dim > 0``, it is also a
 :class:`~pyro.distributions.conditional.ConditionalTransformModule` whose ``condition(context)``
 returns a :class:`ConditionedFlow` view sharing the same parameters. Event and context sizes
-are checked (shape only, no device sync). With ``cache_size == 1`` the latest pass is cached:
-the inverse of a just-computed output and the log-det of a just-computed pair cost nothing, so
-sampling and scoring the sample is one pass. The cache is keyed by the parameters' version
-counters as well, so it can never serve a pass made with parameters that have since changed
-(no ``clear_cache()`` between optimizer steps, unlike Pyro's flows). Caches never travel with
-``pickle``/``deepcopy``, and are bypassed while ``torch.compile`` traces (the public passes,
-which never use them, are what compiled code should call).
+are checked (shape only, no device sync).
+
+**The pass cache** (``cache_size == 1``, the default) makes the torch interface
+(``__call__``, ``inv``, ``log_abs_det_jacobian``) free after a pass: every value a flow has
+computed and that is still alive is inverted, and the pair scored, from the pass that made
+it. So a draw from ``TransformedDistribution(base, [flows...])`` is scored without an inverse
+pass wherever the flow is used: one site or many sites of one trace (Pyro's
+``examples/dmm.py`` applies the same IAFs at every time step), a prior and a guide sharing a
+flow, new ``flow.condition(c_t)`` views per step. The rules, one mechanism:
+
+* **Where it lives.** One cache per flow module, shared by its views (``condition``,
+  ``with_cache(1)``) and its ``.inv``; a :class:`FlowSequence` keeps one entry for its
+  whole pass (its layers keep none).
+* **What an entry is.** A pass ``(x, y, log|det dy/dx|, context)``, forward or inverse. It
+  is found again by the *identity* of ``x`` (a forward call) or ``y`` (an inverse call, a
+  log-det), never by value: a copy of a draw runs the pass.
+* **When it serves.** Only if ``x``, ``y`` and the context have not been modified in place
+  since (their version counters), the context is the pass's tensor itself, the parameters
+  and buffers have not changed (their version counters: an optimizer step empties the cache,
+  so no ``clear_cache()`` is needed between steps, unlike Pyro's flows), and, under
+  ``torch.jit.trace``, the pass was recorded by the same trace (a pass from outside would
+  become a constant of the trace).
+* **How long.** The entry holds the pass's input and log-det, and its output only weakly: it
+  dies with the output (drop the draw, and its base draw and log-det go too; no reference
+  cycles). At most 256 entries per flow: past that the oldest are forgotten, and scoring them
+  runs the inverse. Entries whose output is kept alive only by the autograd graph of their own
+  log-det (some numerically inverted flows) last until that bound or the next parameter update.
+* **When it is bypassed.** ``cache_size == 0`` (``flow.with_cache(0)``: every call runs its
+  pass); while ``torch.compile`` traces (its keys are data that dynamo cannot guard on, so
+  compiled code should call the public passes, which return the log-det with the map); for
+  inference tensors (``torch.inference_mode``), which have no version counter. Caches never
+  travel with ``pickle``/``deepcopy``.
+
+An inverse pass therefore runs only for values the flow did not make (data, a copy, a value
+modified in place, a draw from before a parameter update) or under the bypasses above. The
+cache is an optimisation only: results are the same without it (to rounding: an exact inverse
+recomputes ``x``). The public passes never use it, and
+:class:`~pyroflows.distributions.FlowDistribution` needs none (each draw carries its
+log-density).
+
+Example:
+    >>> import torch
+    >>> from pyroflows.transforms import affine_autoregressive
+    >>> flow = affine_autoregressive(3)
+    >>> xs = [torch.randn(3) for _ in range(5)]
+    >>> ys = [flow(x) for x in xs]  # five passes, e.g. five sites of one trace
+    >>> all(flow.inv(y) is x for x, y in zip(xs, ys))  # each inverted from its own pass
+    True
+    >>> flow.inv(ys[0].clone()) is xs[0]  # a copy is no value of the flow's: inverted
+    False
 """
 
 from __future__ import annotations
@@ -350,9 +393,9 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         event_shape: shape of one event: an int :math:`D` for vectors ``(..., D)``, or a
             tuple such as ``(C, H, W)`` for images. ``input_dim`` is the number of elements.
         context_dim: size of the context vector; ``0`` for an unconditional flow.
-        cache_size: ``1`` (default) caches the latest pass so that
-            ``log_abs_det_jacobian`` of a just-computed pair and the inverse of a just-computed
-            output cost nothing; ``0`` disables caching.
+        cache_size: ``1`` (default) caches every live pass, so that the inverse of a value
+            the flow computed, and the log-det of such a pair, cost nothing (see the module
+            documentation for the rules); ``0`` disables caching.
 
     References:
         Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference",

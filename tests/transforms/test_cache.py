@@ -154,6 +154,7 @@ def test_entries_die_with_their_draws(grad, device, dtype):
 
 
 def test_the_cache_is_bounded(inverse_calls, device, dtype):
+    assert f"At most {_base._MAX_PASSES} entries per flow" in _base.__doc__  # as documented
     flow = _iaf(device, dtype)
     anchor = next(flow.parameters())
     with torch.no_grad():
