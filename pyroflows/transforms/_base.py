@@ -24,21 +24,66 @@ torch/Pyro interface: it *is* a
 ``TransformedDistribution`` unconditioned), and, built with ``context_dim > 0``, it is also a
 :class:`~pyro.distributions.conditional.ConditionalTransformModule` whose ``condition(context)``
 returns a :class:`ConditionedFlow` view sharing the same parameters. Event and context sizes
-are checked (shape only, no device sync). With ``cache_size == 1`` the latest pass is cached:
-the inverse of a just-computed output and the log-det of a just-computed pair cost nothing, so
-sampling and scoring the sample is one pass. The cache is keyed by the parameters' version
-counters as well, so it can never serve a pass made with parameters that have since changed
-(no ``clear_cache()`` between optimizer steps, unlike Pyro's flows). Caches never travel with
-``pickle``/``deepcopy``, and are bypassed while ``torch.compile`` traces (the public passes,
-which never use them, are what compiled code should call).
+are checked (shape only, no device sync).
+
+**The pass cache** (``cache_size == 1``, the default) makes the torch interface
+(``__call__``, ``inv``, ``log_abs_det_jacobian``) free after a pass: every value a flow has
+computed and that is still alive is inverted, and the pair scored, from the pass that made
+it. So a draw from ``TransformedDistribution(base, [flows...])`` is scored without an inverse
+pass wherever the flow is used: one site or many sites of one trace (Pyro's
+``examples/dmm.py`` applies the same IAFs at every time step), a prior and a guide sharing a
+flow, new ``flow.condition(c_t)`` views per step. The rules, one mechanism:
+
+* **Where it lives.** One cache per flow module, shared by its views (``condition``,
+  ``with_cache(1)``) and its ``.inv``; a :class:`FlowSequence` keeps one entry for its
+  whole pass (its layers keep none).
+* **What an entry is.** A pass ``(x, y, log|det dy/dx|, context)``, forward or inverse. It
+  is found again by the *identity* of ``x`` (a forward call) or ``y`` (an inverse call, a
+  log-det), never by value: a copy of a draw runs the pass.
+* **When it serves.** Only if ``x``, ``y`` and the context have not been modified in place
+  since (their version counters), the context is the pass's tensor itself, the parameters
+  and buffers have not changed (their version counters: an optimizer step empties the cache,
+  so no ``clear_cache()`` is needed between steps, unlike Pyro's flows), and, under
+  ``torch.jit.trace``, the pass was recorded by the same trace (a pass from outside would
+  become a constant of the trace).
+* **How long.** The entry holds the pass's input and log-det, and its output only weakly: it
+  dies with the output (drop the draw, and its base draw and log-det go too; no reference
+  cycles). At most 256 entries per flow: past that the oldest are forgotten, and scoring them
+  runs the inverse. Entries whose output is kept alive only by the autograd graph of their own
+  log-det (some numerically inverted flows) last until that bound or the next parameter update.
+* **When it is bypassed.** ``cache_size == 0`` (``flow.with_cache(0)``: every call runs its
+  pass); while ``torch.compile`` traces (its keys are data that dynamo cannot guard on, so
+  compiled code should call the public passes, which return the log-det with the map); for
+  inference tensors (``torch.inference_mode``), which have no version counter. Caches never
+  travel with ``pickle``/``deepcopy``.
+
+An inverse pass therefore runs only for values the flow did not make (data, a copy, a value
+modified in place, a draw from before a parameter update) or under the bypasses above. The
+cache is an optimisation only: results are the same without it (to rounding: an exact inverse
+recomputes ``x``). The public passes never use it, and
+:class:`~pyroflows.distributions.FlowDistribution` needs none (each draw carries its
+log-density).
+
+Example:
+    >>> import torch
+    >>> from pyroflows.transforms import affine_autoregressive
+    >>> flow = affine_autoregressive(3)
+    >>> xs = [torch.randn(3) for _ in range(5)]
+    >>> ys = [flow(x) for x in xs]  # five passes, e.g. five sites of one trace
+    >>> all(flow.inv(y) is x for x, y in zip(xs, ys))  # each inverted from its own pass
+    True
+    >>> flow.inv(ys[0].clone()) is xs[0]  # a copy is no value of the flow's: inverted
+    False
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import warnings
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -60,33 +105,168 @@ __all__ = [
 ]
 
 
-class _PassCache:
-    """The latest pass ``(x, y, log_det)``, valid while the parameters are unchanged.
+_MAX_PASSES = 256
+_Versions = Callable[[], int]
 
-    Entries are keyed by the identity of ``x`` and ``y`` *and* by the version counters of the
-    parameters and buffers that produced them, so an optimizer step (or any in-place update)
-    invalidates the entry: training on the same data tensor every step never reuses a stale
-    pass, and needs no ``clear_cache()`` call.
+
+def _version_of(tensor: Tensor) -> int | None:
+    """The tensor's version counter (bumped by every in-place update), or ``None``.
+
+    An inference tensor has none, and is then never cached.
+    """
+    return None if tensor.is_inference() else tensor._version
+
+
+def _tracing_state() -> Any:
+    """The ``torch.jit.trace`` being recorded (``None`` outside tracing)."""
+    return torch._C._get_tracing_state()
+
+
+class _Pass:
+    """One remembered pass: its input, output, forward log-det, context and their versions.
+
+    The input (``x`` of a forward pass, ``y`` of an inverse one) is held, since nothing else
+    may hold it (``TransformedDistribution.rsample`` drops its base draw); the output is held
+    weakly (``weakref.ref``), so the entry dies with it.
     """
 
-    __slots__ = ("log_det", "versions", "x", "y")
+    __slots__ = (
+        "context",
+        "context_version",
+        "log_det",
+        "trace",
+        "x",
+        "x_id",
+        "x_version",
+        "y",
+        "y_id",
+        "y_version",
+    )
+
+    def tensors(self) -> tuple[Tensor | None, Tensor | None]:
+        x, y = self.x, self.y
+        return (x() if isinstance(x, weakref.ref) else x, y() if isinstance(y, weakref.ref) else y)
+
+
+def _forget(cache_ref: weakref.ref, serial: int, _: weakref.ref) -> None:
+    """Weakref callback: the output of pass ``serial`` died, so its entry goes."""
+    cache = cache_ref()
+    if cache is not None:
+        cache.drop(serial)
+
+
+class _PassCache:
+    """Every live pass of one flow at its current parameters (see the module documentation).
+
+    Entries are found by the identity of their input or output tensor, and serve a lookup only
+    when that tensor, its partner and the context still have the version counters they had at
+    the pass (no in-place update since), the parameters' and buffers' version counters are
+    unchanged (an optimizer step empties the cache) and the same ``torch.jit`` trace (or
+    none) is being recorded. Each entry dies with its output; at most ``_MAX_PASSES`` are
+    kept (the oldest go first).
+    """
+
+    __slots__ = ("__weakref__", "_by_x", "_by_y", "_passes", "_serial", "versions")
 
     def __init__(self) -> None:
-        self.x = self.y = self.log_det = self.versions = None
+        self._passes: dict[int, _Pass] = {}  # by serial number, oldest first
+        self._by_x: dict[int, int] = {}  # id(x) -> serial of the latest pass from x
+        self._by_y: dict[int, int] = {}  # id(y) -> serial of the latest pass to y
+        self._serial = 0
+        self.versions: int | None = None
 
-    def store(self, x: Tensor, y: Tensor, log_det: Tensor | None, versions: int) -> None:
-        self.x, self.y, self.log_det, self.versions = x, y, log_det, versions
+    def __len__(self) -> int:
+        return len(self._passes)
 
-    def output_for(self, x: Tensor, versions: int) -> Tensor | None:
-        return self.y if x is self.x and versions == self.versions else None
+    def clear(self) -> None:
+        self._passes, self._by_x, self._by_y = {}, {}, {}
 
-    def input_for(self, y: Tensor, versions: int) -> Tensor | None:
-        return self.x if y is self.y and versions == self.versions else None
+    def drop(self, serial: int) -> None:
+        entry = self._passes.pop(serial, None)
+        if entry is not None:
+            if self._by_x.get(entry.x_id) == serial:
+                del self._by_x[entry.x_id]
+            if self._by_y.get(entry.y_id) == serial:
+                del self._by_y[entry.y_id]
 
-    def log_det_for(self, x: Tensor, y: Tensor, versions: int) -> Tensor | None:
-        if x is self.x and y is self.y and versions == self.versions:
-            return self.log_det
-        return None
+    def _current(self, versions: int) -> bool:
+        """Whether the entries were made at these parameter versions (if not, forget them)."""
+        if versions != self.versions:
+            self.clear()
+            self.versions = versions
+            return False
+        return True
+
+    def store(
+        self,
+        x: Tensor,
+        y: Tensor,
+        log_det: Tensor,
+        context: Tensor | None,
+        versions: int,
+        *,
+        inverse: bool,
+    ) -> None:
+        """Remember a pass (``inverse``: ``x`` was computed from ``y``, else ``y`` from ``x``)."""
+        self._current(versions)
+        entry = _Pass()
+        entry.x_version, entry.y_version = _version_of(x), _version_of(y)
+        entry.context_version = None if context is None else _version_of(context)
+        if None in (entry.x_version, entry.y_version) or (
+            context is not None and entry.context_version is None
+        ):
+            return  # inference tensors have no version counter: nothing could tell them stale
+        self._serial = serial = self._serial + 1
+        forget = functools.partial(_forget, weakref.ref(self), serial)
+        entry.x = weakref.ref(x, forget) if inverse else x
+        entry.y = y if inverse else weakref.ref(y, forget)
+        entry.x_id, entry.y_id = id(x), id(y)
+        entry.log_det, entry.context, entry.trace = log_det, context, _tracing_state()
+        self._passes[serial] = entry
+        self._by_x[entry.x_id] = self._by_y[entry.y_id] = serial
+        while len(self._passes) > _MAX_PASSES:
+            self.drop(next(iter(self._passes)))
+
+    def _lookup(
+        self, index: dict[int, int], key: Tensor, context: Tensor | None, versions: _Versions
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(x, y, log_det)`` of the valid pass whose ``x`` (or ``y``: ``index``) is ``key``.
+
+        ``versions()`` gives the parameters' current versions; it is called only on a
+        candidate (it walks the module tree).
+        """
+        serial = index.get(id(key))
+        if serial is None or not self._current(versions()):
+            return None
+        entry = self._passes.get(serial)
+        if entry is None or entry.context is not context:
+            return None
+        x, y = entry.tensors()
+        if (
+            x is None
+            or y is None
+            or key is not (x if index is self._by_x else y)
+            or _version_of(x) != entry.x_version
+            or _version_of(y) != entry.y_version
+            or (context is not None and _version_of(context) != entry.context_version)
+            or entry.trace is not _tracing_state()
+        ):
+            return None
+        return x, y, entry.log_det
+
+    def output_for(self, x: Tensor, context: Tensor | None, versions: _Versions) -> Tensor | None:
+        found = self._lookup(self._by_x, x, context, versions)
+        return None if found is None else found[1]
+
+    def input_for(self, y: Tensor, context: Tensor | None, versions: _Versions) -> Tensor | None:
+        found = self._lookup(self._by_y, y, context, versions)
+        return None if found is None else found[0]
+
+    def log_det_for(
+        self, x: Tensor, y: Tensor, context: Tensor | None, versions: _Versions
+    ) -> Tensor | None:
+        found = self._lookup(self._by_y, y, context, versions)
+        return found[2] if found is not None and found[0] is x else None
 
 
 def _real_events(event_dim: int) -> constraints.Constraint:
@@ -108,15 +288,14 @@ class _CachedPasses:
         raise NotImplementedError
 
     def _versions(self) -> int:
-        """Sum of the version counters of everything a pass depends on.
+        """Sum of the version counters of the flow's parameters and buffers.
 
         Counters only grow (every in-place update bumps one), so the sum changes whenever
-        any parameter, buffer or the context is modified. A plain walk over the module tree:
-        ``nn.Module.parameters()`` costs ~10x more, and this runs on every call.
+        any parameter or buffer is modified. A plain walk over the module tree:
+        ``nn.Module.parameters()`` costs ~10x more, and this runs on every cached call.
         """
-        flow, context = self._flow_and_context()
-        total = 0 if context is None else context._version
-        stack = [flow]
+        total = 0
+        stack: list[nn.Module] = [self._flow_and_context()[0]]
         while stack:
             module = stack.pop()
             for tensors in (module._parameters, module._buffers):
@@ -130,26 +309,33 @@ class _CachedPasses:
         """Whether passes go through the cache: ``cache_size == 1``, and not while compiling.
 
         Under ``torch.compile`` the cache is bypassed, so the torch interface traces without
-        a graph break: its key (parameter version counters) is data dynamo cannot guard on,
-        and an entry stored by one compiled call could not be told stale in the next. The
-        price is that a compiled ``log_abs_det_jacobian`` after ``__call__``, or an ``inv``
-        of a just-computed output, runs its pass again (AOTAutograd does not merge the two),
-        so compiled code should call :meth:`forward_and_log_det` /
+        a graph break: its key (tensor identities and version counters) is data dynamo cannot
+        guard on, and an entry stored by one compiled call could not be told stale in the
+        next. The price is that a compiled ``log_abs_det_jacobian`` after ``__call__``, or an
+        ``inv`` of a just-computed output, runs its pass again (AOTAutograd does not merge the
+        two), so compiled code should call :meth:`forward_and_log_det` /
         :meth:`inverse_and_log_det`, which give the log-det with the pass. Eager calls are
         unaffected.
         """
         return self._cache_size == 1 and not torch.compiler.is_compiling()
 
+    @property
+    def _pass_cache(self) -> _PassCache:
+        """The cache of the flow module itself, shared by all its views and its inverse."""
+        return self._flow_and_context()[0]._passes
+
     def __call__(self, x: Tensor) -> Tensor:
         if self._caching():
-            cached = self._pass_cache.output_for(x, self._versions())
+            flow, context = self._flow_and_context()
+            cached = flow._passes.output_for(x, context, self._versions)
             if cached is not None:
                 return cached
         return self._call(x)
 
     def _inv_call(self, y: Tensor) -> Tensor:
         if self._caching():
-            cached = self._pass_cache.input_for(y, self._versions())
+            flow, context = self._flow_and_context()
+            cached = flow._passes.input_for(y, context, self._versions)
             if cached is not None:
                 return cached
         return self._inverse(y)
@@ -157,39 +343,31 @@ class _CachedPasses:
     def _call(self, x: Tensor) -> Tensor:
         flow, context = self._flow_and_context()
         y, log_det = flow.forward_and_log_det(x, context)
-        self._remember(x, y, log_det)
+        if self._caching():
+            flow._passes.store(x, y, log_det, context, self._versions(), inverse=False)
         return y
 
     def _inverse(self, y: Tensor) -> Tensor:
         flow, context = self._flow_and_context()
         x, inverse_log_det = flow.inverse_and_log_det(y, context)
-        self._remember(x, y, -inverse_log_det)
+        if self._caching():
+            flow._passes.store(x, y, -inverse_log_det, context, self._versions(), inverse=True)
         return x
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         r"""Return :math:`\log|\det \partial y / \partial x|`, with the batch shape of ``x``."""
+        flow, context = self._flow_and_context()
         if self._caching():
-            cached = self._pass_cache.log_det_for(x, y, self._versions())
+            cached = flow._passes.log_det_for(x, y, context, self._versions)
             if cached is not None:
                 return cached
-        flow, context = self._flow_and_context()
         context = flow._context_for(context)
         flow._check_event(x, "input x")
         return flow._log_det(x, y, context)
 
-    def _remember(self, x: Tensor, y: Tensor, log_det: Tensor) -> None:
-        if self._caching():
-            self._pass_cache.store(x, y, log_det, self._versions())
-
     def clear_cache(self) -> None:
-        """Forget the cached pass (inputs, outputs and log-det)."""
-        self._pass_cache = _PassCache()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_pass_cache"] = _PassCache()
-        state.pop("_cached_x_y", None)  # torch's own cache slot; unused here
-        return state
+        """Forget the flow's cached passes (shared with its views and its inverse)."""
+        self._pass_cache.clear()
 
     @property
     def inv(self) -> InverseFlow:
@@ -215,9 +393,9 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         event_shape: shape of one event: an int :math:`D` for vectors ``(..., D)``, or a
             tuple such as ``(C, H, W)`` for images. ``input_dim`` is the number of elements.
         context_dim: size of the context vector; ``0`` for an unconditional flow.
-        cache_size: ``1`` (default) caches the latest pass so that
-            ``log_abs_det_jacobian`` of a just-computed pair and the inverse of a just-computed
-            output cost nothing; ``0`` disables caching.
+        cache_size: ``1`` (default) caches every live pass, so that the inverse of a value
+            the flow computed, and the log-det of such a pair, cost nothing (see the module
+            documentation for the rules); ``0`` disables caching.
 
     References:
         Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference",
@@ -261,7 +439,13 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         self.event_shape = tuple(int(size) for size in shape)
         self.input_dim = math.prod(self.event_shape)
         self.context_dim = int(context_dim)
-        self._pass_cache = _PassCache()
+        self._passes = _PassCache()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_passes"] = _PassCache()  # caches never travel (pickle, deepcopy)
+        state.pop("_cached_x_y", None)  # torch's own cache slot; unused here
+        return state
 
     @property
     def domain(self) -> constraints.Constraint:
@@ -486,7 +670,6 @@ class FlowView(_SharesTheFlowsEvents, _CachedPasses, TransformModule):
         super().__init__(cache_size=cache_size)
         self.flow = flow
         self.context = context
-        self._pass_cache = _PassCache()
 
     @property
     def domain(self) -> constraints.Constraint:
