@@ -133,7 +133,8 @@ def parse_guide(text: str) -> GuideSpec:
     try:
         make(lambda: None)  # AutoFlow checks the flow name and options when constructed
     except (TypeError, ValueError, KeyError) as error:
-        raise ValueError(f"guide {spec!r}: {error}") from None
+        message = error.args[0] if isinstance(error, KeyError) else error  # no repr quotes
+        raise ValueError(f"guide {spec!r}: {message}") from None
     default_label = AUTOFLOW_PREFIX + json.dumps(options, separators=(",", ":"))
     return GuideSpec(label or default_label, make, {"guide": "AutoFlow", **options})
 
@@ -203,7 +204,8 @@ def run_one(problem: Problem, spec: GuideSpec, seed: int, budget: Budget) -> dic
             step = "evaluation"
             record.update(score(problem, guide, seed, budget.draws))
     except Exception as error:
-        nonfinite = isinstance(error, NonFiniteDraws)
+        # torch's argument validation reports NaN parameters as "... found invalid values"
+        nonfinite = isinstance(error, NonFiniteDraws) or "invalid values" in str(error)
         record.update(
             status="nonfinite" if nonfinite else "error",
             failed_at=step,
@@ -310,18 +312,23 @@ def _ordered(values: Iterable[str], first: Sequence[str] = ()) -> list[str]:
 
 def _cell(records: list[dict[str, Any]], key: str, se_key: str | None, digits: int) -> str:
     """Mean over seeds +- standard error; failed runs counted."""
-    ok = [r for r in records if r["status"] == "ok" and r.get(key) is not None]
+    ok = [r for r in records if r["status"] == "ok"]
     failed = len(records) - len(ok)
     if not ok:
         return f"failed ({failed}/{len(records)})"
-    values = [r[key] for r in ok]
+    defined = [r for r in ok if r.get(key) is not None]  # e.g. an infinite Pareto k
+    if not defined:
+        return "undefined"
+    values = [r[key] for r in defined]
     mean = statistics.fmean(values)
     if len(values) > 1:
         se = statistics.stdev(values) / math.sqrt(len(values))
     else:
-        se = ok[0].get(se_key) if se_key else None
+        se = defined[0].get(se_key) if se_key else None
     text = f"{mean:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
-    return text + (f" ({failed}/{len(records)} failed)" if failed else "")
+    notes = [f"{len(ok) - len(defined)} undefined"] * (len(defined) < len(ok))
+    notes += [f"{failed}/{len(records)} failed"] * bool(failed)
+    return text + (f" ({', '.join(notes)})" if notes else "")
 
 
 def render_tables(records: list[dict[str, Any]]) -> str:
@@ -420,7 +427,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.table is not None:
         if args.json is None:
             parser.error("--table renders the runs of --json PATH: give it")
-        text = render_tables(read_records(args.json))
+        records = read_records(args.json)
+        if not records:
+            parser.error(f"no runs in {args.json}")
+        text = render_tables(records)
         if args.table == "-":
             print(text)
         else:
