@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import pyro.poutine as poutine
 import torch
 from _timing import machine_line
 from posterior_suite import Problem, flat_coordinates, problems
@@ -77,8 +78,9 @@ from pyro.infer.autoguide import (
     AutoNormal,
     AutoNormalizingFlow,
 )
+from pyro.poutine.util import site_is_subsample
 
-from pyroflows.infer import AutoFlow, importance_diagnostics, posterior_samples
+from pyroflows.infer import AutoFlow, importance_diagnostics
 
 GUIDES: dict[str, Callable[[Callable], Any]] = {
     "AutoNormal": AutoNormal,
@@ -219,6 +221,26 @@ class NonFiniteDraws(ValueError):
     """The trained guide's draws or log weights are not all finite."""
 
 
+@torch.no_grad()
+def guide_draws(model: Callable, guide: Any, num: int) -> dict[str, torch.Tensor]:
+    """``num`` joint draws of the model's latent sites from the guide, constrained space.
+
+    The guide alone runs, in a plate at dim -2 (every problem nests at most one plate):
+    ``pyroflows.infer.posterior_samples`` goes through ``Predictive``, which guesses the
+    plate nesting from the guide and breaks on a model whose vector latent meets a data
+    plate (the logistic regression with ``AutoNormal``).
+    """
+    trace = poutine.trace(model).get_trace()
+    shapes = {
+        name: site["value"].shape
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    }
+    with pyro.plate("_draws", num, dim=-2):
+        values = guide()
+    return {name: values[name].reshape(num, *shape) for name, shape in shapes.items()}
+
+
 def score(problem: Problem, guide: Any, seed: int, draws: int) -> dict[str, Any]:
     """KL (where log Z is known), moment errors, Pareto k and ESS of a trained guide."""
     model, reference = problem.model, problem.reference
@@ -242,8 +264,7 @@ def score(problem: Problem, guide: Any, seed: int, draws: int) -> dict[str, Any]
         "ess_fraction": diagnostics.ess_fraction,
     }
     samples = [
-        posterior_samples(guide, num_samples=min(CHUNK, draws - start), model=model, vectorize=True)
-        for start in range(0, draws, CHUNK)
+        guide_draws(model, guide, min(CHUNK, draws - start)) for start in range(0, draws, CHUNK)
     ]
     coords = flat_coordinates({k: torch.cat([s[k] for s in samples]) for k in samples[0]})
     if set(coords) != set(reference.moments):
