@@ -31,16 +31,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyro
-import pyro.distributions as dist
 import torch
 from _timing import machine_line
+from posterior_suite import (
+    EIGHT_SCHOOLS_PATH,
+    FUNNEL_SD,
+    PUBLISHED,
+    SIGMA,
+    Y,
+    eight_schools,
+    flat_coordinates,
+    neals_funnel,
+    refresh_eight_schools,
+)
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
@@ -48,134 +58,18 @@ import pyroflows.transforms as pft
 from pyroflows.infer import AutoFlow, importance_diagnostics, posterior_samples
 from pyroflows.infer.svi import train_guide
 
-REFERENCE_PATH = Path(__file__).resolve().parent / "data" / "eight_schools_nuts.json"
+REFERENCE_PATH = EIGHT_SCHOOLS_PATH
 FUNNEL_DIM = 10
-FUNNEL_SD = 3.0
-Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-PUBLISHED = {"mu": {"mean": 4.41, "sd": 3.31}, "tau": {"mean": 3.60, "sd": 3.20}}
 # targets
 FUNNEL_SD_RANGE = (0.85 * FUNNEL_SD, 1.15 * FUNNEL_SD)
 MAX_MEAN_ERROR = 0.1
 SD_RATIO_RANGE = (0.8, 1.2)
 
 
-# -- models ------------------------------------------------------------------------------------
-def funnel() -> None:
-    """Neal's funnel in 10 dimensions: v ~ N(0, 3^2), x_i | v ~ N(0, exp(v / 2)^2)."""
-    v = pyro.sample("v", dist.Normal(0.0, FUNNEL_SD))
-    with pyro.plate("coordinates", FUNNEL_DIM - 1):
-        pyro.sample("x", dist.Normal(0.0, torch.exp(v / 2)))
-
-
-def eight_schools(y: torch.Tensor, sigma: torch.Tensor) -> None:
-    """Centered eight schools (Rubin 1981; Gelman et al., BDA 5.5)."""
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", len(y)):
-        theta = pyro.sample("theta", dist.Normal(mu, tau))
-        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
-
-
-def eight_schools_noncentered(y: torch.Tensor, sigma: torch.Tensor) -> None:
-    """The same posterior with theta = mu + tau * eta, eta ~ N(0, 1): easy for NUTS."""
-    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-    with pyro.plate("schools", len(y)):
-        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
-        theta = pyro.deterministic("theta", mu + tau * eta)
-        pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
-
-
-def flat_sites(samples: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``{"mu": (S,), "tau": (S,), "theta": (S, 8)}`` -> mu, tau, theta_1..theta_8, each (S,)."""
-    out = {}
-    for name in ("mu", "tau", "theta"):
-        value = samples[name].reshape(samples[name].shape[0], -1)
-        if value.shape[1] == 1:
-            out[name] = value[:, 0]
-        else:
-            out.update({f"{name}_{j + 1}": value[:, j] for j in range(value.shape[1])})
-    return out
+funnel = partial(neals_funnel, FUNNEL_DIM)
 
 
 # -- the NUTS reference --------------------------------------------------------------------------
-@dataclass
-class NutsSettings:
-    """What the cached reference was computed with."""
-
-    num_chains: int = 4
-    warmup_steps: int = 1000
-    num_samples: int = 2000
-    target_accept_prob: float = 0.95
-    max_tree_depth: int = 10
-    jit_compile: bool = True
-    seed: int = 0
-
-
-def run_nuts(model: Callable, settings: NutsSettings) -> dict[str, Any]:
-    """NUTS chains run one after the other (seeds ``seed + chain``); summary per site."""
-    from pyro.infer import MCMC, NUTS
-    from pyro.ops.stats import effective_sample_size, split_gelman_rubin
-
-    chains, divergences, start = [], [], time.perf_counter()
-    for chain in range(settings.num_chains):
-        pyro.set_rng_seed(settings.seed + chain)
-        kernel = NUTS(
-            model,
-            target_accept_prob=settings.target_accept_prob,
-            max_tree_depth=settings.max_tree_depth,
-            jit_compile=settings.jit_compile,
-            ignore_jit_warnings=True,
-        )
-        mcmc = MCMC(
-            kernel,
-            num_samples=settings.num_samples,
-            warmup_steps=settings.warmup_steps,
-            disable_progbar=True,
-        )
-        mcmc.run(Y, SIGMA)
-        divergences.append(len(mcmc.diagnostics()["divergences"]["chain 0"]))
-        draws = pyro.infer.Predictive(model, mcmc.get_samples(), return_sites=["theta"])(Y, SIGMA)
-        chains.append(flat_sites({**mcmc.get_samples(), **draws}))
-        print(f"  chain {chain}: {divergences[-1]} divergences", flush=True)
-    sites = {}
-    for name in chains[0]:
-        grouped = torch.stack([chain[name] for chain in chains]).double()  # (chains, draws)
-        sites[name] = {
-            "mean": float(grouped.mean()),
-            "sd": float(grouped.flatten().std()),
-            "r_hat": float(split_gelman_rubin(grouped, chain_dim=0, sample_dim=1)),
-            "ess": float(effective_sample_size(grouped, chain_dim=0, sample_dim=1)),
-        }
-    return {
-        "divergences": sum(divergences),
-        "divergences_per_chain": divergences,
-        "seconds": round(time.perf_counter() - start, 1),
-        "sites": sites,
-    }
-
-
-def refresh_reference(path: Path) -> dict[str, Any]:
-    """Run NUTS on both parameterisations and write the JSON summary."""
-    settings = NutsSettings()
-    result: dict[str, Any] = {
-        "description": "Eight schools posterior summaries from Pyro NUTS "
-        "(benchmarks/bench_vi_quality.py --refresh-reference); 'reference' names the run the "
-        "benchmark compares the guides with.",
-        "reference": "noncentered",
-        "settings": {**settings.__dict__, "pyro": pyro.__version__, "torch": torch.__version__},
-        "published": PUBLISHED,
-    }
-    for name, model in (("noncentered", eight_schools_noncentered), ("centered", eight_schools)):
-        print(f"# NUTS on the {name} model: {settings}", flush=True)
-        result[name] = run_nuts(model, settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"# wrote {path}")
-    return result
-
-
 def load_reference(path: Path, quick: bool) -> tuple[dict[str, dict[str, float]], str]:
     """The reference sites and a line describing them; the published values if no file."""
     if not path.exists():
@@ -324,13 +218,13 @@ def judge_schools(
     """Fit the centered eight schools; standardized errors against the reference."""
     guide, trace = fit(eight_schools, spec, budget, seed, Y, SIGMA)
     pyro.set_rng_seed(seed + 1)
-    draws = flat_sites(posterior_samples(guide, Y, SIGMA, num_samples=budget.num_draws))
+    draws = flat_coordinates(posterior_samples(guide, Y, SIGMA, num_samples=budget.num_draws))
     diagnostics = importance_diagnostics(
         eight_schools, guide, Y, SIGMA, num_samples=budget.num_is_draws
     )
     errors, ratios = {}, {}
-    for name, ref in reference.items():
-        value = draws[name].double()
+    for name in [name for name in draws if name in reference]:  # the reference also has eta
+        ref, value = reference[name], draws[name].double()
         errors[name] = abs(float(value.mean()) - ref["mean"]) / ref["sd"]
         ratios[name] = float(value.std()) / ref["sd"]
     worst = max(errors, key=errors.get)
@@ -377,7 +271,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.refresh_reference:
-        refresh_reference(args.reference)
+        refresh_eight_schools(args.reference)
     specs = guide_specs(args.quick)
     if args.guides:
         unknown = set(args.guides.split(",")) - set(specs)
