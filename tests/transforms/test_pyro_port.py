@@ -249,7 +249,7 @@ def test_a_wrong_network_is_refused_at_construction_naming_what_was_expected():
         T.Autoregressive(3, conditioner=AutoRegressiveNN(3, [8], param_dims=[1]))
     with pytest.raises(ValueError, match=r"failed on inputs of shape \(1, 2\)"):
         T.Coupling(4, conditioner=DenseNN(3, [8], [2, 2]))
-    with pytest.raises(ValueError, match="must expose its order as .permutation"):
+    with pytest.raises(ValueError, match=r"must expose its order as \.permutation"):
         net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Unflatten(-1, (2, 2)))
         T.Autoregressive(2, conditioner=net)
     with pytest.raises(ValueError, match="needs a conditional network"):
