@@ -24,7 +24,7 @@ PAIRS = {
     "planar": (pf.planar, pyro_t.planar),
     "radial": (pf.radial, pyro_t.radial),
     "householder": (
-        lambda dim: pf.householder(dim, num_reflections=dim // 2),
+        lambda dim: pf.householder(dim, count_transforms=dim // 2),
         lambda dim: pyro_t.householder(dim, count_transforms=dim // 2),
     ),
 }

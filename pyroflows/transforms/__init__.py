@@ -12,6 +12,8 @@ model's data to the flow's space. See :data:`REGISTRY` for the catalogue.
 import warnings
 from typing import Any
 
+from torch.distributions.transforms import identity_transform
+
 from ._base import (
     ConditionedFlow,
     FlowModule,
@@ -28,8 +30,17 @@ from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
 from .helpers import (
     affine_autoregressive,
     affine_coupling,
+    conditional_affine_autoregressive,
+    conditional_affine_coupling,
+    conditional_neural_autoregressive,
+    conditional_planar,
+    conditional_radial,
+    conditional_spline,
+    conditional_spline_autoregressive,
     householder,
+    iterated,
     neural_autoregressive,
+    permute,
     planar,
     radial,
     spline,
@@ -47,6 +58,19 @@ from .linear import (
 )
 from .planar import Planar
 from .preprocessing import FixedAffine, LogitTransform
+from .pyro_compat import (
+    MISSING_HELPERS,
+    PYRO_MISSING,
+    AffineAutoregressive,
+    AffineCoupling,
+    ConditionalAffineAutoregressive,
+    ConditionalAffineCoupling,
+    ConditionalSplineAutoregressive,
+    SplineAutoregressive,
+    elu,
+    leaky_relu,
+    tanh,
+)
 from .radial import Radial
 from .registry import REGISTRY, FlowSpec, build, register, spec_of
 from .stacks import autoregressive_stack, coupling_stack, iaf, maf, naf, nice, nsf, realnvp
@@ -62,11 +86,17 @@ from .transformers import (
 )
 
 __all__ = [
+    "PYRO_MISSING",
     "REGISTRY",
     "ActNorm",
     "Additive",
     "Affine",
+    "AffineAutoregressive",
+    "AffineCoupling",
     "Autoregressive",
+    "ConditionalAffineAutoregressive",
+    "ConditionalAffineCoupling",
+    "ConditionalSplineAutoregressive",
     "ConditionedFlow",
     "Coupling",
     "DeepSigmoid",
@@ -93,22 +123,34 @@ __all__ = [
     "RationalQuadraticSpline",
     "RootFinder",
     "Spline",
+    "SplineAutoregressive",
     "SplineTails",
     "TriangularLinear",
     "affine_autoregressive",
     "affine_coupling",
     "autoregressive_stack",
     "build",
+    "conditional_affine_autoregressive",
+    "conditional_affine_coupling",
+    "conditional_neural_autoregressive",
+    "conditional_planar",
+    "conditional_radial",
+    "conditional_spline",
+    "conditional_spline_autoregressive",
     "coupling_mask",
     "coupling_stack",
+    "elu",
     "householder",
     "iaf",
+    "iterated",
+    "leaky_relu",
     "maf",
     "naf",
     "neural_autoregressive",
     "nice",
     "nsf",
     "permutation",
+    "permute",
     "planar",
     "radial",
     "realnvp",
@@ -118,11 +160,12 @@ __all__ = [
     "spline_autoregressive",
     "spline_coupling",
     "spline_tails",
+    "tanh",
 ]
 
 
-def _additive_coupling(input_dim, context_dim=0, hidden_dims=None, mask=None) -> Coupling:
-    return Coupling(input_dim, context_dim, hidden_dims, Additive(), mask)
+def _additive_coupling(input_dim, hidden_dims=None, mask=None, *, context_dim=0) -> Coupling:
+    return Coupling(input_dim, hidden_dims, Additive(), mask, context_dim=context_dim)
 
 
 # Names that were one-line aliases of a class: they still work, with a DeprecationWarning that
@@ -132,7 +175,6 @@ _DEPRECATED: dict[str, tuple[Any, str]] = {
     "actnorm": (ActNorm, "ActNorm"),
     "additive_coupling": (_additive_coupling, "Coupling(..., transformer=Additive())"),
     "elementwise_affine": (ElementwiseAffine, "ElementwiseAffine"),
-    "leaky_relu": (LeakyReLU, "LeakyReLU"),
     "lu_linear": (LULinear, "LULinear"),
     "qr_linear": (QRLinear, "QRLinear"),
     "triangular": (TriangularLinear, "TriangularLinear"),
@@ -140,6 +182,11 @@ _DEPRECATED: dict[str, tuple[Any, str]] = {
 
 
 def __getattr__(name: str) -> Any:
+    # Pyro's helpers of families pyroflows does not have: they exist, and raise when called.
+    if name in MISSING_HELPERS:
+        return MISSING_HELPERS[name]
+    if name == "identity_transform":  # Pyro re-exports torch's
+        return identity_transform
     if name in _DEPRECATED:
         target, replacement = _DEPRECATED[name]
         warnings.warn(

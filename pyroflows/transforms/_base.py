@@ -271,9 +271,21 @@ class _PassCache:
 
 def _real_events(event_dim: int) -> constraints.Constraint:
     """The domain of a bijection of real events of rank ``event_dim``."""
+    if event_dim == 0:
+        return constraints.real
     if event_dim == 1:
         return constraints.real_vector
     return constraints.independent(constraints.real, event_dim)
+
+
+def _log_det_over_event(layer: Transform, log_det: Tensor) -> Tensor:
+    """A layer's log-det summed over the event dimensions it leaves (``domain.event_dim``).
+
+    Element-wise flows in Pyro's mode (``event_dim=0``) return one log-slope per element; a
+    sequence of layers sums them so that its own log-det has the batch shape.
+    """
+    extra = len(layer.event_shape) - layer.domain.event_dim
+    return log_det.sum(tuple(range(-extra, 0))) if extra > 0 else log_det
 
 
 class _CachedPasses:

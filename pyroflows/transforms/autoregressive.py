@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..nn.made import MADE, Ordering
+from ._args import _conditioner_hidden_dims
 from ._base import FlowModule
+from ._conditioner import NetworkConditioner, _network_context_dim
 from .transformers import Affine, ElementwiseTransformer
-from .transformers.base import _default_hidden_dims, _start_at_identity
+from .transformers.base import _start_at_identity
 
 __all__ = ["Autoregressive"]
 
@@ -45,15 +47,26 @@ class Autoregressive(FlowModule):
     near-identity gate). Conditional with ``context_dim > 0`` (the context enters MADE's first
     layer unmasked).
 
+    **A network of your own** (``conditioner=``, e.g. Pyro's ``AutoRegressiveNN`` or
+    ``ConditionalAutoRegressiveNN``) replaces MADE: it must be autoregressive, return the
+    transformer's parameters in Pyro's layout (one tensor or a tuple, groups of shape
+    ``(..., p, D)`` or ``(..., D)``, in the transformer's row order: ``(mean, log_scale)`` for
+    :class:`~pyroflows.transforms.Affine`, as Pyro's affine flows) and expose its order as
+    ``.permutation`` (or ``get_permutation()``). It is checked once at construction (zeros in,
+    the output shapes compared with what the transformer needs) and left as it is (no
+    identity start); the context size is read from its ``context_dim``. The inverse then
+    runs :math:`D` full network passes, one coordinate each in the network's order.
+
     Args:
         input_dim: event size :math:`D`.
-        context_dim: context size (``0``: unconditional).
         hidden_dims: MADE hidden sizes (default ``[max(32, 4 D)] * 2``).
         transformer: the element-wise map :math:`\tau` and its parameterisation.
         ordering: MADE input ordering (``"natural"``, ``"reverse"``, ``"random"`` or a
             permutation).
         seed: seed of a ``"random"`` ordering: an int for a fixed order, ``None`` (default)
             to draw it from torch's global RNG (so ``torch.manual_seed`` reproduces it).
+        context_dim: context size (``0``: unconditional); keyword-only.
+        conditioner: a user network instead of MADE (see above); keyword-only.
 
     References:
         Kingma et al., "Improving Variational Inference with Inverse Autoregressive Flow",
@@ -72,29 +85,59 @@ class Autoregressive(FlowModule):
     def __init__(
         self,
         input_dim: int,
-        context_dim: int = 0,
         hidden_dims: Sequence[int] | None = None,
         transformer: ElementwiseTransformer | None = None,
         ordering: Ordering = "natural",
         seed: int | None = None,
+        *,
+        context_dim: int = 0,
+        conditioner: nn.Module | None = None,
     ) -> None:
+        if conditioner is not None:
+            if hidden_dims is not None or ordering != "natural" or seed is not None:
+                raise ValueError(
+                    "hidden_dims, ordering and seed describe pyroflows' own MADE; a user "
+                    "conditioner brings its own sizes and order: leave them unset"
+                )
+            context_dim = _network_context_dim(conditioner, context_dim)
         super().__init__(input_dim, context_dim)
         self.transformer = transformer if transformer is not None else Affine()
+        if conditioner is not None:
+            self.made = None
+            self.conditioner = NetworkConditioner(
+                conditioner,
+                "autoregressive",
+                input_dim,
+                input_dim,
+                self.transformer.params_per_dim,
+                self.context_dim,
+                repr(self.transformer),
+            )
+            self.conditioner.order()  # checked now: the inverse needs it
+            return
+        self.conditioner = None
         self.made = MADE(
             input_dim,
-            _default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims,
+            _conditioner_hidden_dims(hidden_dims, input_dim),
             params_per_dim=self.transformer.params_per_dim,
-            context_dim=context_dim,
+            context_dim=self.context_dim,
             ordering=ordering,
             seed=seed,
         )
         _start_at_identity(self.made.output_layer, self.transformer, input_dim)
 
+    def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if self.made is None:
+            return self.conditioner(x, context)
+        return self.made(x, context)
+
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        y, log_det = self.transformer.forward(x, self.made(x, context))
+        y, log_det = self.transformer.forward(x, self._params(x, context))
         return y, log_det.sum(-1)
 
     def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self.made is None:
+            return self._inverse_with_network(y, context)
         # Pass k finds the k-th coordinate in the autoregressive order from the k before it,
         # through only the MADE units that can reach it (see MADE.sequential).
         passes = self.made.sequential(context)
@@ -110,3 +153,21 @@ class Autoregressive(FlowModule):
             log_dets.append(log_det_k)
         x = torch.cat(known, -1)[..., self.made.inverse_order]
         return x, torch.cat(log_dets, -1).sum(-1)
+
+    def _inverse_with_network(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """D full passes of a user network, one coordinate each, in the network's order."""
+        batch = (
+            y.shape[:-1]
+            if context is None
+            else torch.broadcast_shapes(y.shape[:-1], context.shape[:-1])
+        )
+        columns = [y.new_zeros(batch)] * self.input_dim
+        log_dets: list[Tensor] = []
+        for index in self.conditioner.order():
+            params = self.conditioner(torch.stack(columns, -1), context)
+            x_i, log_det_i = self.transformer.inverse(
+                y[..., index : index + 1], params[..., index : index + 1]
+            )
+            columns[index] = x_i[..., 0]
+            log_dets.append(log_det_i)
+        return torch.stack(columns, -1), torch.cat(log_dets, -1).sum(-1)

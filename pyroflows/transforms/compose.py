@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ._base import FlowModule, InverseFlow, _sign_of
+from ._base import FlowModule, InverseFlow, _log_det_over_event, _sign_of
 
 __all__ = ["FlowSequence"]
 
@@ -23,7 +23,9 @@ class FlowSequence(FlowModule):
     check, one cache entry for the whole pass, an ``.inv`` that is a module, and
     ``.condition(context)`` that hands the context to every conditional layer (all must share
     one ``context_dim``; unconditional layers ignore it). Costs add up over the layers; the
-    inverse runs the layers' inverses in reverse order.
+    inverse runs the layers' inverses in reverse order. Layers whose log-det is per element
+    (``Spline(D)``, Pyro's ``event_dim=0``) are summed over the event, so the sequence's
+    log-det always has the batch shape.
 
     Args:
         layers: :class:`~pyroflows.transforms.FlowModule` layers or their ``.inv``, all with
@@ -61,14 +63,14 @@ class FlowSequence(FlowModule):
         total = 0
         for layer in self.layers:
             x, log_det = layer.forward_and_log_det(x, context if layer.context_dim else None)
-            total = total + log_det
+            total = total + _log_det_over_event(layer, log_det)
         return x, total
 
     def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         total = 0
         for layer in reversed(self.layers):
             y, log_det = layer.inverse_and_log_det(y, context if layer.context_dim else None)
-            total = total + log_det
+            total = total + _log_det_over_event(layer, log_det)
         return y, -total
 
     @property

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..nn import MLP
+from ._args import _conditioner_hidden_dims
 from ._base import FlowModule
+from ._conditioner import NetworkConditioner, _network_context_dim
 from .transformers import Affine, ElementwiseTransformer
-from .transformers.base import _default_hidden_dims, _start_at_identity
+from .transformers.base import _start_at_identity
 
 __all__ = ["Coupling", "coupling_mask"]
 
@@ -61,14 +63,23 @@ class Coupling(FlowModule):
     :class:`~pyroflows.nn.MLP` whose output layer starts at zero with the transformer's
     identity parameters as bias, so the layer starts as the identity.
 
+    **A network of your own** (``conditioner=``, e.g. Pyro's ``DenseNN`` or
+    ``ConditionalDenseNN``) replaces the MLP: it takes :math:`x_a` (and the context, as a
+    second argument, when conditional) and returns the transformer's parameters in Pyro's
+    dense layout (one tensor or a tuple of groups of shape ``(..., n p)``, coordinate-major,
+    in the transformer's row order: ``(mean, log_scale)`` for
+    :class:`~pyroflows.transforms.Affine`). It is checked once at construction and left as
+    it is (no identity start); the context size is read from its ``context_dim``.
+
     Args:
         input_dim: event size :math:`D`.
-        context_dim: context size (``0``: unconditional); the context is concatenated to
-            :math:`x_a` at the conditioner's input.
         hidden_dims: conditioner hidden sizes (default ``[max(32, 4 D)] * 2``).
         transformer: the element-wise map :math:`\tau` (default affine).
         mask: boolean tensor of shape ``(D,)``, ``True`` where coordinates pass through;
             default :func:`coupling_mask` ``(D, "half")``.
+        context_dim: context size (``0``: unconditional), keyword-only; the context is
+            concatenated to :math:`x_a` at the conditioner's input.
+        conditioner: a user network instead of the MLP (see above); keyword-only.
 
     References:
         Dinh, Krueger & Bengio, "NICE", 2015, arXiv:1410.8516; Dinh, Sohl-Dickstein & Bengio,
@@ -85,16 +96,24 @@ class Coupling(FlowModule):
     def __init__(
         self,
         input_dim: int,
-        context_dim: int = 0,
         hidden_dims: Sequence[int] | None = None,
         transformer: ElementwiseTransformer | None = None,
         mask: Tensor | None = None,
+        *,
+        context_dim: int = 0,
+        conditioner: nn.Module | None = None,
     ) -> None:
         if input_dim < 2:
             raise ValueError(
                 f"a coupling layer needs input_dim >= 2 (one part conditions the other), "
                 f"got {input_dim}"
             )
+        if conditioner is not None:
+            if hidden_dims is not None:
+                raise ValueError(
+                    "hidden_dims sizes pyroflows' own MLP: a user conditioner has its own"
+                )
+            context_dim = _network_context_dim(conditioner, context_dim)
         super().__init__(input_dim, context_dim)
         self.transformer = transformer if transformer is not None else Affine()
         mask = coupling_mask(input_dim) if mask is None else torch.as_tensor(mask, dtype=bool)
@@ -114,10 +133,22 @@ class Coupling(FlowModule):
         passed_first = bool(mask[: len(identity_index)].all())
         passed_last = bool(mask[input_dim - len(identity_index) :].all())
         self._contiguous = "first" if passed_first else "last" if passed_last else None
-        hidden = _default_hidden_dims(input_dim) if hidden_dims is None else hidden_dims
         count = len(transformed_index)
+        if conditioner is not None:
+            self.conditioner = NetworkConditioner(
+                conditioner,
+                "dense",
+                len(identity_index),
+                count,
+                self.transformer.params_per_dim,
+                self.context_dim,
+                repr(self.transformer),
+            )
+            return
         self.conditioner = MLP(
-            len(identity_index) + context_dim, hidden, self.transformer.params_per_dim * count
+            len(identity_index) + self.context_dim,
+            _conditioner_hidden_dims(hidden_dims, input_dim),
+            self.transformer.params_per_dim * count,
         )
         _start_at_identity(self.conditioner.output_layer, self.transformer, count)
 
@@ -132,6 +163,8 @@ class Coupling(FlowModule):
     def _split_and_params(self, value: Tensor, context: Tensor | None) -> tuple[Tensor, ...]:
         passed, rest = self._split(value)
         inputs = passed.contiguous()  # a strided view would change the matmul's rounding
+        if isinstance(self.conditioner, NetworkConditioner):
+            return passed, rest, self.conditioner(inputs, context)
         if context is not None:
             batch = torch.broadcast_shapes(passed.shape[:-1], context.shape[:-1])
             inputs = torch.cat(

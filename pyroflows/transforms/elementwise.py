@@ -15,9 +15,11 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
+from torch.distributions import constraints
 
 from ..nn import FlowParameters
-from ._base import FlowModule
+from ._args import _check_hidden_dims, _check_spline_order
+from ._base import FlowModule, _real_events
 from .transformers import Affine, ElementwiseTransformer, PReLU, RationalQuadraticSpline
 
 __all__ = ["Elementwise", "ElementwiseAffine", "LeakyReLU", "Spline"]
@@ -41,10 +43,14 @@ class Elementwise(FlowModule):
 
     Args:
         event_shape: :math:`D` (vectors) or a shape such as ``(C, H, W)``.
-        context_dim: context size (``0``: unconditional).
         hidden_dims: hidden sizes of the context network (conditional only).
         transformer: the element-wise map :math:`\tau`.
         init: initial parameters, shape ``(P, *event_shape)`` (default: the identity).
+        context_dim: context size (``0``: unconditional); keyword-only.
+        event_dim: how many rightmost dimensions of the event the log-det sums over, as
+            torch's ``Transform.event_dim``: ``None`` (default) the whole event, so the
+            log-det has the batch shape; ``0`` one log-slope per element, as Pyro's
+            element-wise flows (``domain`` is then ``constraints.real``).
 
     References:
         Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference",
@@ -66,12 +72,21 @@ class Elementwise(FlowModule):
     def __init__(
         self,
         event_shape: int | Sequence[int],
-        context_dim: int = 0,
         hidden_dims: Sequence[int] | None = None,
         transformer: ElementwiseTransformer | None = None,
         init: Tensor | None = None,
+        *,
+        context_dim: int = 0,
+        event_dim: int | None = None,
     ) -> None:
         super().__init__(event_shape, context_dim)
+        rank = len(self.event_shape)
+        self._event_rank = rank if event_dim is None else int(event_dim)
+        if not 0 <= self._event_rank <= rank:
+            raise ValueError(
+                f"event_dim must be None or 0..{rank} for the event shape {self.event_shape}, "
+                f"got {event_dim!r}"
+            )
         self.transformer = (
             transformer
             if transformer is not None
@@ -92,7 +107,22 @@ class Elementwise(FlowModule):
             named = {self._param_name: init}
         else:
             named = dict(zip(self._row_names, init.unbind(0), strict=True))
-        self.params = FlowParameters(named, context_dim, hidden_dims)
+        self.params = FlowParameters(named, context_dim, _check_hidden_dims(hidden_dims))
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "_event_rank" not in self.__dict__:  # pickled before event_dim existed
+            self._event_rank = len(self.event_shape)
+
+    @property
+    def domain(self) -> constraints.Constraint:
+        """Real events of rank ``event_dim`` (``constraints.real`` in Pyro's mode)."""
+        return _real_events(self._event_rank)
+
+    @property
+    def codomain(self) -> constraints.Constraint:
+        """As the domain."""
+        return _real_events(self._event_rank)
 
     @property
     def sign(self) -> int:
@@ -118,7 +148,13 @@ class Elementwise(FlowModule):
         )
         batch = torch.broadcast_shapes(value.shape[: value.dim() - rank], theta.shape[:-2])
         mapped = mapped.unflatten(-1, self.event_shape) if rank > 1 else mapped
-        return mapped, log_slope.sum(-1).expand(batch)
+        if self._event_rank == rank:
+            return mapped, log_slope.sum(-1).expand(batch)
+        # Pyro's mode: one log-slope per element, summed over the rightmost event_dim only
+        log_slope = log_slope.unflatten(-1, self.event_shape) if rank > 1 else log_slope
+        log_slope = log_slope.expand(*batch, *self.event_shape)
+        summed = tuple(range(-self._event_rank, 0))
+        return mapped, log_slope.sum(summed) if summed else log_slope
 
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self._map(x, context, inverse=False)
@@ -148,10 +184,11 @@ class ElementwiseAffine(Elementwise):
     def __init__(
         self,
         event_shape: int | Sequence[int],
-        context_dim: int = 0,
         hidden_dims: Sequence[int] | None = None,
+        *,
+        context_dim: int = 0,
     ) -> None:
-        super().__init__(event_shape, context_dim, hidden_dims)
+        super().__init__(event_shape, hidden_dims, context_dim=context_dim)
 
 
 class LeakyReLU(Elementwise):
@@ -164,9 +201,9 @@ class LeakyReLU(Elementwise):
 
     Args:
         event_shape: :math:`D` or an event shape.
-        context_dim: context size (``0``: unconditional).
         hidden_dims: hidden sizes of the context network (conditional only).
         init_slope: initial slope :math:`a` of every dimension.
+        context_dim: context size (``0``: unconditional); keyword-only.
 
     Example:
         >>> import torch
@@ -180,15 +217,16 @@ class LeakyReLU(Elementwise):
     def __init__(
         self,
         event_shape: int | Sequence[int],
-        context_dim: int = 0,
         hidden_dims: Sequence[int] | None = None,
         init_slope: float = 1.0,
+        *,
+        context_dim: int = 0,
     ) -> None:
         if not init_slope > 0:
             raise ValueError(f"init_slope must be positive, got {init_slope}")
         shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
         init = torch.full((1, *shape), float(init_slope)).log()
-        super().__init__(event_shape, context_dim, hidden_dims, PReLU(), init)
+        super().__init__(event_shape, hidden_dims, PReLU(), init, context_dim=context_dim)
 
 
 class Spline(Elementwise):
@@ -199,18 +237,31 @@ class Spline(Elementwise):
     :math:`[-B, B]` per dimension (identity outside), :math:`O(DK)` per sample both ways.
     Starts as the identity; saved as ``params.knots``.
 
+    Signature and event semantics are Pyro's ``Spline(input_dim, count_bins, bound, order)``:
+    ``event_dim=0`` by default, so ``log_abs_det_jacobian`` has one entry per element (shape
+    ``(..., D)``), ``domain`` is ``constraints.real`` and a ``TransformedDistribution`` keeps
+    the base's batch shape (a ``pyro.plate`` over the dimensions behaves as in Pyro). Pass
+    ``event_dim=None`` for pyroflows' whole-event mode (log-det of the batch shape), which the
+    registry's ``"spline"`` builds.
+
     Args:
         event_shape: :math:`D` or an event shape.
-        context_dim: context size (``0``: unconditional).
-        hidden_dims: hidden sizes of the context network (conditional only).
         count_bins: bins :math:`K` per dimension.
         bound: half-width :math:`B` of the spline interval.
+        order: ``"quadratic"`` (Pyro's ``"linear"`` splines are not in pyroflows yet).
+        context_dim: context size (``0``: unconditional); keyword-only.
+        hidden_dims: hidden sizes of the context network (conditional only); keyword-only.
+        event_dim: ``0`` (Pyro's, default) or ``None`` (the whole event); see
+            :class:`Elementwise`.
 
     Example:
         >>> import torch
         >>> flow = Spline(2, count_bins=4)
-        >>> flow(torch.tensor([[0.3, -5.0]])).detach()  # identity at initialisation
+        >>> x = torch.tensor([[0.3, -5.0]])
+        >>> flow(x).detach()  # identity at initialisation
         tensor([[ 0.3000, -5.0000]])
+        >>> flow.log_abs_det_jacobian(x, flow(x)).shape, flow.event_dim
+        (torch.Size([1, 2]), 0)
     """
 
     _param_name = "knots"
@@ -218,10 +269,16 @@ class Spline(Elementwise):
     def __init__(
         self,
         event_shape: int | Sequence[int],
-        context_dim: int = 0,
-        hidden_dims: Sequence[int] | None = None,
         count_bins: int = 8,
         bound: float = 3.0,
+        order: str = "quadratic",
+        *,
+        context_dim: int = 0,
+        hidden_dims: Sequence[int] | None = None,
+        event_dim: int | None = 0,
     ) -> None:
+        _check_spline_order(order)
         transformer = RationalQuadraticSpline(count_bins, bound)
-        super().__init__(event_shape, context_dim, hidden_dims, transformer)
+        super().__init__(
+            event_shape, hidden_dims, transformer, context_dim=context_dim, event_dim=event_dim
+        )

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn import FlowParameters
+from ._args import _check_hidden_dims
 from ._base import FlowModule
 from ._root import RootFinder
 
@@ -45,9 +46,9 @@ class Planar(FlowModule):
 
     Args:
         input_dim: event size :math:`D`.
-        context_dim: context size (``0``: unconditional).
         hidden_dims: hidden sizes of the context network (conditional only).
         root_finder: settings of the numerical inverse (tolerance, iteration cap, raise/warn).
+        context_dim: context size (``0``: unconditional); keyword-only.
 
     References:
         Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015,
@@ -69,9 +70,10 @@ class Planar(FlowModule):
     def __init__(
         self,
         input_dim: int,
-        context_dim: int = 0,
         hidden_dims: Sequence[int] | None = None,
         root_finder: RootFinder | None = None,
+        *,
+        context_dim: int = 0,
     ) -> None:
         super().__init__(input_dim, context_dim)
         bound = input_dim**-0.5
@@ -80,7 +82,7 @@ class Planar(FlowModule):
             "w": torch.empty(input_dim).uniform_(-bound, bound),
             "bias": torch.empty(()).uniform_(-bound, bound),
         }
-        self.params = FlowParameters(init, context_dim, hidden_dims)
+        self.params = FlowParameters(init, context_dim, _check_hidden_dims(hidden_dims))
         self.root_finder = root_finder if root_finder is not None else RootFinder()
 
     def _vectors(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:

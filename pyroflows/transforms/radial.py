@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn import FlowParameters
+from ._args import _check_hidden_dims
 from ._base import FlowModule
 
 __all__ = ["Radial"]
@@ -40,8 +41,8 @@ class Radial(FlowModule):
 
     Args:
         input_dim: event size :math:`D`.
-        context_dim: context size (``0``: unconditional).
         hidden_dims: hidden sizes of the context network (conditional only).
+        context_dim: context size (``0``: unconditional); keyword-only.
 
     References:
         Rezende & Mohamed, "Variational Inference with Normalizing Flows", 2015,
@@ -59,7 +60,7 @@ class Radial(FlowModule):
     """
 
     def __init__(
-        self, input_dim: int, context_dim: int = 0, hidden_dims: Sequence[int] | None = None
+        self, input_dim: int, hidden_dims: Sequence[int] | None = None, *, context_dim: int = 0
     ) -> None:
         super().__init__(input_dim, context_dim)
         bound = input_dim**-0.5
@@ -68,7 +69,7 @@ class Radial(FlowModule):
             "alpha_raw": torch.empty(()).uniform_(-bound, bound),
             "beta_raw": torch.empty(()).uniform_(-bound, bound),
         }
-        self.params = FlowParameters(init, context_dim, hidden_dims)
+        self.params = FlowParameters(init, context_dim, _check_hidden_dims(hidden_dims))
 
     def _coefficients(self, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         r"""Return the centre :math:`x_0`, :math:`\alpha` and :math:`\beta`."""

@@ -136,7 +136,7 @@ class FlowSpec:
             ...     for part in str(error).split("; "):
             ...         print(part)
             flow 'iaf' got unknown option 'hidden_dim' (did you mean 'hidden_dims'?)
-            it accepts: num_layers, hidden_dims, stable, transformer
+            it accepts: hidden_dims, num_layers, stable, transformer
         """
         accepted = self.options()
         if accepted is None:
@@ -254,8 +254,9 @@ for _spec in (
     FlowSpec("leaky_relu", LeakyReLU, "elementwise", "O(D)", "O(D)",
              "He et al. 2015, Delving Deep into Rectifiers (PReLU), arXiv:1502.01852",
              (LeakyReLU,), event_dims=_IMAGES),
-    FlowSpec("spline", Spline, "elementwise", "O(D K)", "O(D K), analytic", _NSF, (Spline,),
-             event_dims=_IMAGES),
+    # event_dim=None: the whole event (log-det of the batch shape), not Pyro's per element
+    FlowSpec("spline", partial(Spline, event_dim=None), "elementwise", "O(D K)",
+             "O(D K), analytic", _NSF, (Spline,), event_dims=_IMAGES),
     FlowSpec("deep_sigmoid", partial(Elementwise, transformer=DeepSigmoid()),
              "elementwise", "O(D K)", "O(D K) per root-finder iteration", _NAF, (Elementwise,),
              inverse="numerical", event_dims=_IMAGES),

@@ -2,7 +2,8 @@
 
 :func:`autoregressive_stack` and :func:`coupling_stack` take any element-wise ``transformer``;
 ``maf``, ``iaf``, ``realnvp``, ``nice``, ``nsf`` and ``naf`` are those stacks with their
-paper's transformer (each also takes ``transformer=`` to swap it).
+paper's transformer (each also takes ``transformer=`` to swap it). Every stack takes
+``(input_dim, hidden_dims, num_layers, ...)`` positionally and ``context_dim`` by keyword only.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ def _orderings(num_layers: int) -> list[str]:
 
 def autoregressive_stack(
     input_dim: int,
-    context_dim: int = 0,
-    num_layers: int = 5,
     hidden_dims: Sequence[int] | None = None,
+    num_layers: int = 5,
     transformer: ElementwiseTransformer | None = None,
     invert: bool = True,
+    *,
+    context_dim: int = 0,
 ) -> FlowSequence:
     r"""``num_layers`` :class:`~pyroflows.transforms.Autoregressive` layers with any transformer.
 
@@ -69,7 +71,7 @@ def autoregressive_stack(
     """
     transformer = Affine() if transformer is None else transformer
     layers = [
-        Autoregressive(input_dim, context_dim, hidden_dims, transformer, order)
+        Autoregressive(input_dim, hidden_dims, transformer, order, context_dim=context_dim)
         for order in _orderings(num_layers)
     ]
     return FlowSequence([layer.inv for layer in layers] if invert else layers)
@@ -77,11 +79,12 @@ def autoregressive_stack(
 
 def coupling_stack(
     input_dim: int,
-    context_dim: int = 0,
-    num_layers: int = 8,
     hidden_dims: Sequence[int] | None = None,
+    num_layers: int = 8,
     transformer: ElementwiseTransformer | None = None,
     mixing: Callable[[int], FlowModule] | None = None,
+    *,
+    context_dim: int = 0,
 ) -> FlowSequence:
     r"""``num_layers`` :class:`~pyroflows.transforms.Coupling` layers with any transformer.
 
@@ -105,7 +108,7 @@ def coupling_stack(
     layers: list[FlowModule] = []
     for k in range(num_layers):  # in this order: a mixing layer may draw a random start
         mask = coupling_mask(input_dim, "half", flip=k % 2 == 1)
-        layers.append(Coupling(input_dim, context_dim, hidden_dims, transformer, mask))
+        layers.append(Coupling(input_dim, hidden_dims, transformer, mask, context_dim=context_dim))
         if mixing is not None:
             layers.append(mixing(input_dim))
     return FlowSequence(layers)
@@ -113,10 +116,11 @@ def coupling_stack(
 
 def maf(
     input_dim: int,
-    context_dim: int = 0,
-    num_layers: int = 5,
     hidden_dims: Sequence[int] | None = None,
+    num_layers: int = 5,
     transformer: ElementwiseTransformer | None = None,
+    *,
+    context_dim: int = 0,
 ) -> FlowSequence:
     r"""Masked autoregressive flow: ``num_layers`` affine autoregressive layers, inverted.
 
@@ -141,16 +145,19 @@ def maf(
         torch.Size([8])
     """
     transformer = Affine() if transformer is None else transformer
-    return autoregressive_stack(input_dim, context_dim, num_layers, hidden_dims, transformer)
+    return autoregressive_stack(
+        input_dim, hidden_dims, num_layers, transformer, context_dim=context_dim
+    )
 
 
 def iaf(
     input_dim: int,
-    context_dim: int = 0,
-    num_layers: int = 5,
     hidden_dims: Sequence[int] | None = None,
+    num_layers: int = 5,
     stable: bool = True,
     transformer: ElementwiseTransformer | None = None,
+    *,
+    context_dim: int = 0,
 ) -> FlowSequence:
     r"""Inverse autoregressive flow: ``num_layers`` affine autoregressive layers.
 
@@ -176,16 +183,17 @@ def iaf(
     """
     transformer = Affine(stable=stable) if transformer is None else transformer
     return autoregressive_stack(
-        input_dim, context_dim, num_layers, hidden_dims, transformer, invert=False
+        input_dim, hidden_dims, num_layers, transformer, invert=False, context_dim=context_dim
     )
 
 
 def realnvp(
     input_dim: int,
-    context_dim: int = 0,
-    num_layers: int = 8,
     hidden_dims: Sequence[int] | None = None,
+    num_layers: int = 8,
     transformer: ElementwiseTransformer | None = None,
+    *,
+    context_dim: int = 0,
 ) -> FlowSequence:
     r"""RealNVP: ``num_layers`` affine couplings, halves swapped from one layer to the next.
 
@@ -205,14 +213,15 @@ def realnvp(
         >>> bool(torch.allclose(flow.inv(flow(x).clone()), x, atol=1e-5))
         True
     """
-    return coupling_stack(input_dim, context_dim, num_layers, hidden_dims, transformer)
+    return coupling_stack(input_dim, hidden_dims, num_layers, transformer, context_dim=context_dim)
 
 
 def nice(
     input_dim: int,
-    context_dim: int = 0,
-    num_layers: int = 4,
     hidden_dims: Sequence[int] | None = None,
+    num_layers: int = 4,
+    *,
+    context_dim: int = 0,
 ) -> FlowSequence:
     r"""NICE: ``num_layers`` additive couplings, then a learnable diagonal scaling.
 
@@ -231,19 +240,22 @@ def nice(
         >>> flow.log_abs_det_jacobian(x, flow(x)).tolist()  # scaling starts at 1
         [0.0, 0.0, 0.0]
     """
-    couplings = coupling_stack(input_dim, context_dim, num_layers, hidden_dims, Additive())
-    return FlowSequence([*couplings.layers, ElementwiseAffine(input_dim, context_dim)])
+    couplings = coupling_stack(
+        input_dim, hidden_dims, num_layers, Additive(), context_dim=context_dim
+    )
+    return FlowSequence([*couplings.layers, ElementwiseAffine(input_dim, context_dim=context_dim)])
 
 
 def nsf(
     input_dim: int,
-    context_dim: int = 0,
-    num_layers: int = 4,
     hidden_dims: Sequence[int] | None = None,
+    num_layers: int = 4,
     count_bins: int = 8,
     bound: float = 3.0,
     autoregressive: bool = False,
     transformer: ElementwiseTransformer | None = None,
+    *,
+    context_dim: int = 0,
 ) -> FlowSequence:
     r"""Neural spline flow: ``num_layers`` rational-quadratic spline layers.
 
@@ -274,20 +286,23 @@ def nsf(
     if transformer is None:
         transformer = RationalQuadraticSpline(count_bins, bound)
     if autoregressive:
-        return autoregressive_stack(input_dim, context_dim, num_layers, hidden_dims, transformer)
+        return autoregressive_stack(
+            input_dim, hidden_dims, num_layers, transformer, context_dim=context_dim
+        )
     return coupling_stack(
-        input_dim, context_dim, num_layers, hidden_dims, transformer, mixing=LULinear
+        input_dim, hidden_dims, num_layers, transformer, mixing=LULinear, context_dim=context_dim
     )
 
 
 def naf(
     input_dim: int,
-    context_dim: int = 0,
-    num_layers: int = 5,
     hidden_dims: Sequence[int] | None = None,
+    num_layers: int = 5,
     hidden_units: int = 16,
     depth: int = 1,
     root_finder: RootFinder | None = None,
+    *,
+    context_dim: int = 0,
 ) -> FlowSequence:
     r"""Neural autoregressive flow: ``num_layers`` deep-sigmoidal autoregressive layers, inverted.
 
@@ -326,4 +341,6 @@ def naf(
         torch.Size([3, 2])
     """
     transformer = DeepSigmoid(hidden_units, depth, root_finder)
-    return autoregressive_stack(input_dim, context_dim, num_layers, hidden_dims, transformer)
+    return autoregressive_stack(
+        input_dim, hidden_dims, num_layers, transformer, context_dim=context_dim
+    )

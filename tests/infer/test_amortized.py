@@ -478,5 +478,7 @@ def test_meta_device(flow, options):
 
 def test_amortized_flow_rejects_an_unknown_flow_option():
     """Issue 12: a misspelt builder option names itself and the accepted ones."""
-    with pytest.raises(TypeError, match=r"unknown option 'hidden_dim'.*accepts: num_layers"):
+    with pytest.raises(
+        TypeError, match=r"unknown option 'hidden_dim'.*accepts: hidden_dims, num_layers"
+    ):
         AmortizedFlow(4, 2, "iaf", hidden_dim=[10])

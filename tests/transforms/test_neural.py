@@ -248,9 +248,8 @@ def test_neural_autoregressive_layer_matches_pyro(ordering):
     """The whole layer: pyroflows' MADE feeding Pyro's ``NeuralAutoregressive`` as its arn."""
     torch.manual_seed(seed_for("layer", ordering))
     dim, hidden_units = 4, 8
-    flow = neural_autoregressive(
-        dim, hidden_dims=[32], hidden_units=hidden_units, ordering=ordering
-    ).double()
+    flow = neural_autoregressive(dim, hidden_dims=[32], width=hidden_units, ordering=ordering)
+    flow = flow.double()
     with torch.no_grad():  # random conditioner outputs around random in-bound parameters
         layer = flow.made.output_layer
         layer.weight.normal_(0.0, 0.05)

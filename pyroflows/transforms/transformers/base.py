@@ -23,11 +23,6 @@ from torch import Tensor, nn
 __all__ = ["ElementwiseTransformer"]
 
 
-def _default_hidden_dims(input_dim: int) -> list[int]:
-    """Conditioner hidden sizes used when none are given: two layers of ``max(32, 4 D)``."""
-    return [max(32, 4 * input_dim)] * 2
-
-
 @torch.no_grad()
 def _start_at_identity(output_layer: nn.Linear, transformer: ElementwiseTransformer, dim: int):
     """Zero a conditioner's output weights and set its bias to the identity parameters."""
