@@ -161,6 +161,11 @@ class AutoFlow(AutoContinuous):
             flow = flow.to(device=init.device, dtype=init.dtype)
         loc, scale = self._standardised_start(flow, init)
         self.flow = flow
+        if isinstance(flow, nn.Module) and self._pyro_context.active:
+            # Pyro's param store wins, as it does for loc and log_scale below: values already
+            # there (a loaded store) are copied into the flow. Without this the flow kept its
+            # fresh weights while SVI stepped the stored tensors, which nothing used.
+            pyro.module(self._pyro_get_fullname("flow"), flow, update_module_params=True)
         self.loc = nn.Parameter(loc)
         self.log_scale = nn.Parameter(scale.log())
 
