@@ -85,8 +85,10 @@ import pandas as pd
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import MCMC, NUTS, JitTrace_ELBO, Trace_ELBO
-from pyro.infer.autoguide import AutoNormal
+from pyro import poutine
+from pyro.infer import MCMC, NUTS, SVI, JitTrace_ELBO, Trace_ELBO
+from pyro.infer.autoguide import AutoIAFNormal, AutoNormal
+from pyro.infer.reparam import NeuTraReparam
 
 import pyroflows.transforms as pft
 from pyroflows.infer import (
@@ -592,6 +594,199 @@ for loss_class in (Trace_ELBO, JitTrace_ELBO):
 print(f"speed-up: {timings['Trace_ELBO'] / timings['JitTrace_ELBO']:.1f}x")
 
 # %% [markdown]
+# ## Reparameterising NUTS with a flow (NeuTra)
+#
+# A fitted guide is useful even where its own draws are not trusted: it can *warp the space*
+# in which NUTS runs. With the guide written as $z = T(\varepsilon)$, $\varepsilon \sim
+# \mathcal{N}(0, I)$ (for `AutoFlow`, $T(\varepsilon) = \mu + \sigma \odot f(\varepsilon)$ in
+# unconstrained space), neural transport HMC (NeuTra; Hoffman et al. 2019) samples
+# $\varepsilon$ instead of $z$, from the pulled-back posterior
+#
+# $$\log \tilde p(\varepsilon) = \log p\big(x, T(\varepsilon)\big)
+# + \log\left|\det \frac{\partial T}{\partial \varepsilon}\right|,$$
+#
+# and maps every draw back with $z = T(\varepsilon)$. If $q$ were the posterior,
+# $\tilde p$ would be exactly $\mathcal{N}(0, I)$: one step size and an identity mass matrix
+# would fit everywhere, the neck of the funnel included. A guide that is only roughly right
+# (the IAF above under-covers the deepest neck) still removes most of the bad geometry, and
+# NUTS corrects what is left: unlike the guide's own draws, the NeuTra draws are
+# asymptotically exact whatever the guide.
+#
+# In Pyro this is `NeuTraReparam(guide)`, for any `AutoContinuous` guide with
+# `get_base_dist` and `get_transform`; `AutoFlow` is one. `poutine.reparam` replaces the
+# model's latents by one `<site>_shared_latent` site (the $\varepsilon$ that NUTS sees), and
+# `neutra.transform_sample` maps NUTS's draws back to the model's sites. Two details:
+# `guide.requires_grad_(False)` keeps NUTS from accumulating gradients in the guide, and
+# `transform_sample` wants the draws' dimension left of the model's plates (hence the
+# `unsqueeze(-2)` below for models with one plate).
+#
+# Three samplers on each model, NUTS with its default settings (target acceptance 0.8,
+# tree depth 10, 4 chains of 500 warm-up and 1,000 kept draws, one after the other):
+# plain NUTS; NUTS on the model warped by Pyro's `AutoIAFNormal` (one affine autoregressive
+# layer); and warped by `AutoFlow` (its default IAF, started as $\mathcal{N}(\text{init}, I)$
+# with `init_scale=1.0` like Pyro's guide, whose base is $\mathcal{N}(0, I)$). Both guides
+# get the same budget: 3,000 SVI steps, 8 vectorized particles, ClippedAdam with a learning
+# rate decaying from $10^{-2}$ to $10^{-3}$. The measure is the bulk effective sample size
+# (ESS; Vehtari et al. 2021) of $v$ (funnel) or $\tau$ (eight schools) per second of
+# sampling; the fit's time is reported apart (a guide is fitted once and can serve many
+# chains).
+
+# %%
+NEUTRA_STEPS = 20 if SMOKE else 3000
+NEUTRA_CHAINS = 2 if SMOKE else 4
+NEUTRA_WARMUP = 10 if SMOKE else 500
+NEUTRA_DRAWS = 10 if SMOKE else 1000
+NEUTRA_GUIDES = {
+    "NUTS": None,
+    "NeuTra(AutoIAFNormal)": lambda model: AutoIAFNormal(model),
+    "NeuTra(AutoFlow)": lambda model: AutoFlow(model, init_scale=1.0),
+}
+
+
+def fit_for_neutra(model, make_guide, *args):
+    """The shared budget; returns the frozen guide and the fit's seconds."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = make_guide(model)
+    optimizer = pyro.optim.ClippedAdam({"lr": 1e-2, "lrd": 0.1 ** (1 / NEUTRA_STEPS)})
+    loss = Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1)
+    svi = SVI(model, guide, optimizer, loss)
+    start = time.perf_counter()
+    for _ in range(NEUTRA_STEPS):
+        svi.step(*args)
+    return guide.requires_grad_(False), time.perf_counter() - start
+
+
+def neutra_nuts(model, guide, *args):
+    """NUTS chains one after another, on the model warped by ``guide`` (if any).
+
+    Returns the draws of the model's sites as InferenceData, the base-space draws of the last
+    chain (None without a guide), the divergences and the sampling seconds.
+    """
+    neutra = None if guide is None else NeuTraReparam(guide)
+    warped = model if neutra is None else poutine.reparam(model, config=lambda _: neutra)
+    chains, divergences, seconds, base = [], 0, 0.0, None
+    for chain in range(NEUTRA_CHAINS):
+        pyro.set_rng_seed(chain)
+        kernel = NUTS(
+            warped,
+            max_tree_depth=4 if SMOKE else 10,
+            jit_compile=not SMOKE,
+            ignore_jit_warnings=True,
+        )
+        mcmc = MCMC(
+            kernel, num_samples=NEUTRA_DRAWS, warmup_steps=NEUTRA_WARMUP, disable_progbar=True
+        )
+        start = time.perf_counter()
+        mcmc.run(*args)
+        seconds += time.perf_counter() - start
+        divergences += len(mcmc.diagnostics()["divergences"]["chain 0"])
+        draws = mcmc.get_samples()
+        if neutra is not None:
+            (base,) = (v for k, v in draws.items() if k.endswith("_shared_latent"))
+            with torch.no_grad():  # the draws' dimension left of the model's plate
+                values = neutra.transform_sample(base.unsqueeze(-2))
+            shapes = {k: s["value"].shape for k, s in guide.prototype_trace.iter_stochastic_nodes()}
+            draws = {k: v.reshape((NEUTRA_DRAWS,) + shapes[k]) for k, v in values.items()}
+        chains.append({name: value.numpy() for name, value in draws.items()})
+    stacked = {name: np.stack([chain[name] for chain in chains]) for name in chains[0]}
+    idata = samples_to_inference_data(stacked, group_by_chain=True)
+    return idata, base, divergences, seconds
+
+
+def neutra_table(model, site, *args):
+    """Every sampler on one model: a table row each, and the runs for plots."""
+    rows, runs = {}, {}
+    for name, make_guide in NEUTRA_GUIDES.items():
+        guide, fit_seconds = (
+            (None, 0.0) if make_guide is None else fit_for_neutra(model, make_guide, *args)
+        )
+        idata, base, divergences, seconds = neutra_nuts(model, guide, *args)
+        ess = float(az.ess(idata, var_names=[site], method="bulk")[site])
+        stats = az.summary(idata, var_names=[site], kind="stats")
+        rows[name] = {
+            f"bulk ESS ({site})": ess,
+            "ESS/s": ess / seconds,
+            "sampling s": seconds,
+            "fit s": fit_seconds,
+            "divergences": divergences,
+            "max R-hat": float(az.rhat(idata).to_array().max()),
+            f"mean {site}": stats.loc[site, "mean"],
+            f"sd {site}": stats.loc[site, "sd"],
+        }
+        runs[name] = idata, base
+    return pd.DataFrame.from_dict(rows, orient="index"), runs
+
+
+neutra_funnel, funnel_runs = neutra_table(funnel, "v")
+neutra_funnel.round(3)
+
+# %% [markdown]
+# The funnel's draws: plain NUTS and the two NeuTra runs mapped back to $(x_1, v)$ over exact
+# draws (grey), and, last, what NUTS saw with NeuTra(AutoFlow): the base-space coordinates
+# $(\varepsilon_{x_1}, \varepsilon_v)$ of the same draws, close to a standard normal.
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+for ax, (name, (idata, _)) in zip(axes, funnel_runs.items(), strict=False):
+    ax.scatter(exact_x[:2000, 0], exact_v[:2000], s=2, color="0.7", label="exact")
+    ax.scatter(
+        idata.posterior["x"].values[..., 0].ravel()[:2000],
+        idata.posterior["v"].values.ravel()[:2000],
+        s=2,
+        color="C0",
+        label=name,
+    )
+    ax.set(xlim=(-25, 25), ylim=(-10, 10), xlabel="$x_1$", ylabel="$v$", title=name)
+base = funnel_runs["NeuTra(AutoFlow)"][1].numpy()  # (draws, 10): v first, then x_1..x_9
+axes[3].scatter(base[:, 1], base[:, 0], s=2, color="C2")
+axes[3].set(
+    xlim=(-4, 4),
+    ylim=(-4, 4),
+    xlabel=r"$\varepsilon_{x_1}$",
+    ylabel=r"$\varepsilon_v$",
+    title="NeuTra(AutoFlow), base space",
+)
+axes[0].legend(loc="lower left", markerscale=4)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The same on the centered eight schools, the ESS measured on $\tau$:
+
+# %%
+neutra_schools, _ = neutra_table(eight_schools, "tau", Y, SIGMA)
+neutra_schools.round(3)
+
+# %% [markdown]
+# What the tables show (the figures quoted are from `benchmarks/bench_neutra.py`, which runs
+# the same settings and seeds on one CPU thread; wall times move with the machine, so compare
+# the ratios):
+#
+# * **Funnel, plain NUTS**: 14 divergent transitions, a bulk ESS of only 65 for $v$ in 4,000
+#   draws, R-hat 1.08, and an sd of $v$ of 2.03 instead of 3: the step size adapted to the
+#   mouth cannot enter the neck, so the chains never visit it.
+# * **Funnel, NeuTra(AutoIAFNormal)** (Pyro's default: one affine autoregressive layer)
+#   helped nothing at this budget: ESS 14, R-hat 1.23, 13 divergences. One layer, whose
+#   scales depend on $v$ through a single hidden layer, leaves most of the funnel in place.
+# * **Funnel, NeuTra(AutoFlow)**: ESS 2,987 of 4,000 draws, R-hat 1.002, mean and sd of $v$
+#   0.03 and 2.99 (exact 0 and 3). Each gradient costs more (it runs through five IAF
+#   layers), yet the ESS per second of sampling is 29 times plain NUTS's and over 100 times
+#   NeuTra(AutoIAFNormal)'s. It still had 12 divergent transitions: the guide thins out in
+#   the deepest neck ($v < -7$, see the IAF's draws above), and there the pulled-back target
+#   is not yet a standard normal. A longer fit or a more flexible flow reduces them; a
+#   divergence count of zero is not reached at this budget.
+# * **Eight schools**: plain NUTS diverged 113 times (ESS of $\tau$ 157), NeuTra(AutoIAFNormal)
+#   50 times (ESS 567), NeuTra(AutoFlow) 95 times (ESS 1,144, 8.8 times plain NUTS's ESS per
+#   second, 3.3 times NeuTra(AutoIAFNormal)'s); all three agree on $\tau$ (3.8-3.9, sd
+#   3.1-3.3; reference 3.63, 3.25). Divergences in the neck remain for every sampler:
+#   for this model the non-centered parameterisation, which removes the funnel exactly, is
+#   still the better fix.
+# * The fit's time counts too (36 s for the funnel's AutoFlow, 72 s for eight schools, at
+#   3,000 steps): including it, NeuTra(AutoFlow) is still 27 and 4.9 times faster per
+#   effective draw than plain NUTS on the two models.
+
+# %% [markdown]
 # ## Summary: when each guide fails
 #
 # * **Mean field (`AutoNormal`)** fails wherever the posterior scale of some latents depends
@@ -606,6 +801,10 @@ print(f"speed-up: {timings['Trace_ELBO'] / timings['JitTrace_ELBO']:.1f}x")
 #   deep stacks but fell short here.
 # * **NSF** is the most flexible family for marginal shapes, yet on these scale-type
 #   dependencies it did worse than the IAF at three times the cost per step.
+# * **NeuTra** turns a good-enough guide into exact MCMC: NUTS in the flow's base space.
+#   With `AutoFlow` it multiplied the ESS per second of the funnel's $v$ by 29 over plain
+#   NUTS (Pyro's one-layer `AutoIAFNormal` did not help at the same budget), but the guide's
+#   blind spot in the neck still shows as a few divergent transitions.
 # * **All reverse-KL guides under-cover the extreme neck** ($v < -7$, $\log\tau < -2$). For
 #   quantities that live there (tail probabilities, small-$\tau$ behaviour) use NUTS on a
 #   non-centered model, or reweight the guide's draws by importance sampling when
@@ -634,6 +833,11 @@ print(f"speed-up: {timings['Trace_ELBO'] / timings['JitTrace_ELBO']:.1f}x")
 #   arXiv:1507.02646.
 # * Neal, "Slice sampling", Annals of Statistics, 2003 (the funnel).
 # * Hoffman & Gelman, "The No-U-Turn sampler", 2014, arXiv:1111.4246.
+# * Hoffman, Sountsov, Dillon, Langmore, Tran & Vasudevan, "NeuTra-lizing bad geometry in
+#   Hamiltonian Monte Carlo using neural transport", 2019, arXiv:1903.03704.
+# * Vehtari, Gelman, Simpson, Carpenter & Bürkner, "Rank-normalization, folding, and
+#   localization: an improved R-hat for assessing convergence of MCMC", 2021,
+#   arXiv:1903.08008 (bulk ESS).
 # * Betancourt & Girolami, "Hamiltonian Monte Carlo for hierarchical models", 2013,
 #   arXiv:1312.0906 (centered and non-centered parameterisations).
 # * Gelman, Carlin, Stern, Dunson, Vehtari & Rubin, *Bayesian Data Analysis*, 3rd ed., 2013,

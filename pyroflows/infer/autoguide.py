@@ -173,6 +173,11 @@ class AutoFlow(AutoContinuous):
         loc, scale = self._standardised_start(flow, init)
         self.flow = flow
         self._tail_check = SplineTailCheck(flow)
+        if isinstance(flow, nn.Module) and self._pyro_context.active:
+            # Pyro's param store wins, as it does for loc and log_scale below: values already
+            # there (a loaded store) are copied into the flow. Without this the flow kept its
+            # fresh weights while SVI stepped the stored tensors, which nothing used.
+            pyro.module(self._pyro_get_fullname("flow"), flow, update_module_params=True)
         self.loc = nn.Parameter(loc)
         self.log_scale = nn.Parameter(scale.log())
 
@@ -303,8 +308,10 @@ class AutoFlow(AutoContinuous):
         """Draw ``num_samples`` joint posterior samples of every latent site (constrained).
 
         One vectorised pass; no model run (the model's deterministic sites are not included:
-        use :class:`pyro.infer.Predictive` for those). Shapes ``(num_samples, *site shape)``.
-        ``seed`` makes the draw reproducible without touching the global RNG.
+        use :class:`pyro.infer.Predictive` for those). Shapes ``(num_samples, *site shape)``,
+        sites inside plates included (the draws' dimension is kept left of every batch
+        dimension of the sites while they are unpacked). ``seed`` makes the draw
+        reproducible without touching the global RNG.
 
         Example:
             >>> import pyro, pyro.distributions as dist
@@ -319,10 +326,14 @@ class AutoFlow(AutoContinuous):
             self._setup_prototype(*args, **kwargs)
         with _seeded(seed, self.loc.device):
             latent = self.get_posterior().sample((num_samples,))
-        return {
-            site["name"]: biject_to(site["fn"].support)(value)
-            for site, value in self._unpack_latent(latent)
-        }
+        sites = list(self.prototype_trace.iter_stochastic_nodes())
+        batch_dims = max(len(site["fn"].batch_shape) for _, site in sites)
+        latent = latent.reshape((num_samples,) + (1,) * batch_dims + (self.latent_dim,))
+        draws = {}
+        for site, value in self._unpack_latent(latent):
+            value = value.reshape((num_samples,) + self._unconstrained_shapes[site["name"]])
+            draws[site["name"]] = biject_to(site["fn"].support)(value)
+        return draws
 
     @torch.no_grad()
     def quantiles(
