@@ -36,6 +36,9 @@ NO_FORMULA = {
     "to_inference_data": "converts draws to arviz's container",
     "samples_to_inference_data": "converts draws to arviz's container",
     "ElboTrace": "a record of losses and times",
+    "NonFiniteDrawError": "an exception naming a site and a call",
+    "SplineTailWarning": "a warning; the share it reports is defined on SplineTails",
+    "spline_tails": "a context manager filling SplineTails, where the share is defined",
 }
 
 

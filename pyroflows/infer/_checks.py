@@ -26,11 +26,45 @@ TAIL_SHARE_WARNING = 0.01  # warn when more than this share of spline inputs is 
 
 
 class NonFiniteDrawError(ValueError):
-    """A guide drew a non-finite value: names the site and the guide call."""
+    """A guide drew a non-finite value: names the site and the guide call.
+
+    Raised by :class:`~pyroflows.infer.AutoFlow` under Pyro's validation (on by default).
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> from pyroflows.infer import AutoFlow
+        >>> def model():
+        ...     pyro.sample("s", dist.LogNormal(0.0, 1.0))
+        >>> pyro.clear_param_store()
+        >>> guide = AutoFlow(model, "iaf", num_layers=1)
+        >>> _ = guide()
+        >>> with torch.no_grad():
+        ...     _ = guide.loc.fill_(1e3)  # exp(1000) overflows
+        >>> try:
+        ...     guide()
+        ... except NonFiniteDrawError as error:
+        ...     print(str(error)[:60])
+        AutoFlow: the draw of site 's' is not finite at guide call 2
+    """
 
 
 class SplineTailWarning(UserWarning):
-    """Many of a guide's draws reach a spline layer outside its interval (identity tails)."""
+    """Many of a guide's draws reach a spline layer outside its interval (identity tails).
+
+    Example:
+        >>> import warnings, pyro, pyro.distributions as dist
+        >>> from pyroflows.infer import AutoFlow
+        >>> def model():
+        ...     pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        >>> pyro.clear_param_store()
+        >>> guide = AutoFlow(model, "spline_autoregressive", bound=1.0)  # too narrow
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     for _ in range(100):
+        ...         _ = guide()
+        >>> [w.category.__name__ for w in caught]
+        ['SplineTailWarning']
+    """
 
 
 def check_finite_draws(

@@ -35,11 +35,13 @@ def _knots(raw: Tensor, bound: float) -> tuple[Tensor, Tensor]:
 
 
 class SplineTails:
-    """The share of spline inputs that fell outside the splines' intervals, while monitored.
+    r"""The share of spline inputs that fell outside the splines' intervals, while monitored.
 
     Outside :math:`[-B, B]` a spline is the identity: draws that land there are not shaped
-    by the flow at all. Filled by :func:`spline_tails`; reading :meth:`share` is one host
-    sync, recording is none.
+    by the flow at all. The share is :math:`\frac{1}{N}\sum_{n} [\,|x_n| \ge B_n]` over the
+    :math:`N` spline inputs :math:`x_n` seen (each with its spline's :math:`B_n`) of the
+    :class:`RationalQuadraticSpline` layers. Filled by :func:`spline_tails`; reading
+    :meth:`share` is one host sync, recording is none.
 
     Example:
         >>> import torch
@@ -87,6 +89,15 @@ def spline_tails() -> Iterator[SplineTails]:
     structure) adds its inputs to the returned :class:`SplineTails`; outside the block
     nothing is recorded and nothing is spent. Guides use it to warn when a posterior lives
     where the spline is the identity (see :class:`~pyroflows.infer.AutoFlow`).
+
+    Example:
+        >>> import torch
+        >>> from pyroflows.transforms import nsf
+        >>> flow = nsf(2, num_layers=2)  # splines on [-3, 3]
+        >>> with spline_tails() as tails:
+        ...     _ = flow(4 * torch.randn(1000, 2))
+        >>> tails.share() > 0.3, tails.bounds
+        (True, [3.0])
     """
     tails = SplineTails()
     _MONITORS.append(tails)
