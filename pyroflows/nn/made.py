@@ -114,7 +114,8 @@ class MADE(nn.Module):
             draws it from torch's global RNG, so repeated random MADEs differ and
             ``torch.manual_seed`` reproduces them. The order is saved in ``state_dict``
             (the ``degrees`` buffer and the masks), so loading restores it.
-        activation: activation module class.
+        activation: the hidden layers' activation: a module class or a name, ``"relu"``
+            (default), ``"tanh"`` or ``"elu"``.
 
     Returns (from ``forward``): a tensor of shape ``(..., P, D)``.
 
@@ -137,9 +138,10 @@ class MADE(nn.Module):
         context_dim: int = 0,
         ordering: Ordering = "natural",
         seed: int | None = None,
-        activation: type[nn.Module] = nn.ReLU,
+        activation: type[nn.Module] | str = nn.ReLU,
     ) -> None:
         super().__init__()
+        activation = _activation(activation)
         if not hidden_dims:
             raise ValueError("MADE needs at least one hidden layer")
         self.input_dim, self.params_per_dim, self.context_dim = (
@@ -262,3 +264,18 @@ class _SequentialPasses:
             h = activation(h)
             width = units
         return F.linear(h, self._output_weight[k, :, :width], self._output_bias[k])
+
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def _activation(activation: type[nn.Module] | str) -> type[nn.Module]:
+    """An activation module class from a class or one of the names of ``_ACTIVATIONS``."""
+    if isinstance(activation, str):
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {', '.join(map(repr, _ACTIVATIONS))} or a module "
+                f"class, got {activation!r}"
+            )
+        return _ACTIVATIONS[activation]
+    return activation

@@ -67,6 +67,8 @@ class Autoregressive(FlowModule):
             to draw it from torch's global RNG (so ``torch.manual_seed`` reproduces it).
         context_dim: context size (``0``: unconditional); keyword-only.
         conditioner: a user network instead of MADE (see above); keyword-only.
+        activation: MADE's hidden activation (``"relu"``, ``"tanh"``, ``"elu"`` or a module
+            class); keyword-only.
 
     References:
         Kingma et al., "Improving Variational Inference with Inverse Autoregressive Flow",
@@ -92,6 +94,7 @@ class Autoregressive(FlowModule):
         *,
         context_dim: int = 0,
         conditioner: nn.Module | None = None,
+        activation: type[nn.Module] | str = "relu",
     ) -> None:
         if conditioner is not None:
             if hidden_dims is not None or ordering != "natural" or seed is not None:
@@ -123,6 +126,7 @@ class Autoregressive(FlowModule):
             context_dim=self.context_dim,
             ordering=ordering,
             seed=seed,
+            activation=activation,
         )
         _start_at_identity(self.made.output_layer, self.transformer, input_dim)
 

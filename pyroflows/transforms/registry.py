@@ -136,7 +136,7 @@ class FlowSpec:
             ...     for part in str(error).split("; "):
             ...         print(part)
             flow 'iaf' got unknown option 'hidden_dim' (did you mean 'hidden_dims'?)
-            it accepts: hidden_dims, num_layers, stable, transformer
+            it accepts: hidden_dims, num_layers, stable, transformer, activation
         """
         accepted = self.options()
         if accepted is None:

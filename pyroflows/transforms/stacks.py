@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from torch import nn
+
 from ._base import FlowModule
 from ._root import RootFinder
 from .autoregressive import Autoregressive
@@ -49,6 +51,7 @@ def autoregressive_stack(
     invert: bool = True,
     *,
     context_dim: int = 0,
+    activation: str | type[nn.Module] = "relu",
 ) -> FlowSequence:
     r"""``num_layers`` :class:`~pyroflows.transforms.Autoregressive` layers with any transformer.
 
@@ -71,7 +74,14 @@ def autoregressive_stack(
     """
     transformer = Affine() if transformer is None else transformer
     layers = [
-        Autoregressive(input_dim, hidden_dims, transformer, order, context_dim=context_dim)
+        Autoregressive(
+            input_dim,
+            hidden_dims,
+            transformer,
+            order,
+            context_dim=context_dim,
+            activation=activation,
+        )
         for order in _orderings(num_layers)
     ]
     return FlowSequence([layer.inv for layer in layers] if invert else layers)
@@ -121,6 +131,7 @@ def maf(
     transformer: ElementwiseTransformer | None = None,
     *,
     context_dim: int = 0,
+    activation: str | type[nn.Module] = "relu",
 ) -> FlowSequence:
     r"""Masked autoregressive flow: ``num_layers`` affine autoregressive layers, inverted.
 
@@ -146,7 +157,12 @@ def maf(
     """
     transformer = Affine() if transformer is None else transformer
     return autoregressive_stack(
-        input_dim, hidden_dims, num_layers, transformer, context_dim=context_dim
+        input_dim,
+        hidden_dims,
+        num_layers,
+        transformer,
+        context_dim=context_dim,
+        activation=activation,
     )
 
 
@@ -158,6 +174,7 @@ def iaf(
     transformer: ElementwiseTransformer | None = None,
     *,
     context_dim: int = 0,
+    activation: str | type[nn.Module] = "relu",
 ) -> FlowSequence:
     r"""Inverse autoregressive flow: ``num_layers`` affine autoregressive layers.
 
@@ -166,7 +183,8 @@ def iaf(
     variational posteriors. Default ``stable=True`` uses IAF's gated update. Orderings
     alternate between layers.
 
-    ``transformer`` swaps the (gated) affine map for another.
+    ``transformer`` swaps the (gated) affine map for another; ``activation`` sets MADE's
+    hidden activation (``"relu"``, ``"tanh"``, ``"elu"``).
 
     References:
         Kingma et al., "Improving Variational Inference with Inverse Autoregressive Flow",
@@ -183,7 +201,13 @@ def iaf(
     """
     transformer = Affine(stable=stable) if transformer is None else transformer
     return autoregressive_stack(
-        input_dim, hidden_dims, num_layers, transformer, invert=False, context_dim=context_dim
+        input_dim,
+        hidden_dims,
+        num_layers,
+        transformer,
+        invert=False,
+        context_dim=context_dim,
+        activation=activation,
     )
 
 

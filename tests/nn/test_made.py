@@ -118,3 +118,10 @@ def test_made_state_dict_of_another_random_order_loads_whole():
     order = fresh.order
     for k in range(5):
         torch.testing.assert_close(passes(x[:, order[:k]], k), saved(x)[:, :, order[k]])
+
+
+def test_activation_by_name_or_class_and_a_clear_error_otherwise():
+    assert isinstance(MADE(3, [8], activation="tanh").layers[1], torch.nn.Tanh)
+    assert isinstance(MADE(3, [8], activation=torch.nn.ELU).layers[1], torch.nn.ELU)
+    with pytest.raises(ValueError, match=r"activation must be one of 'relu', 'tanh', 'elu'"):
+        MADE(3, [8], activation="gelu")

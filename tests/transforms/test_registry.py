@@ -46,6 +46,6 @@ def test_unknown_option_error_suggests_the_close_name_and_lists_all():
     message = str(info.value)
     assert "'hidden_dim' (did you mean 'hidden_dims'?)" in message
     assert "'num_layer' (did you mean 'num_layers'?)" in message
-    assert message.endswith("it accepts: hidden_dims, num_layers, stable, transformer")
+    assert message.endswith("it accepts: hidden_dims, num_layers, stable, transformer, activation")
     with pytest.raises(TypeError, match="unknown option 'context_dim'"):
         REGISTRY["iaf"].check_options(context_dim=2)  # given to build() on its own
