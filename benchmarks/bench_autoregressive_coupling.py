@@ -177,6 +177,7 @@ def ours_spline_coupling(dim: int, hidden: list[int], layers: int, bins: int) ->
                 count_bins=bins,
                 bound=3.0,
                 mask=coupling_mask(dim, "half", flip=k % 2 == 1),
+                identity=True,  # x_a unchanged, as the Pyro side (identity=True) above
             )
             for k in range(layers)
         ]

@@ -241,22 +241,35 @@ def spline_coupling(
     *,
     context_dim: int = 0,
     mask: Tensor | None = None,
+    identity: bool = False,
 ) -> Coupling:
     r"""A :class:`~pyroflows.transforms.Coupling` layer with the spline transformer (NSF).
 
-    :math:`y_b = \mathrm{RQS}(x_b; \theta(x_a))`, :math:`y_a = x_a` for the first
-    ``split_dim`` coordinates :math:`a` (Pyro also passes :math:`x_a` through an element-wise
-    spline; put a :class:`~pyroflows.transforms.Spline` before the layer for that).
+    As Pyro's ``SplineCoupling``: :math:`y_b = \mathrm{RQS}(x_b; \theta(x_a))` and the first
+    ``split_dim`` coordinates :math:`a` through an element-wise spline with free parameters,
+    :math:`y_a = \mathrm{RQS}(x_a; \phi)` (the layer's ``passthrough_transformer``; it starts
+    at the identity, Pyro's at random knots). ``identity=True`` (Pyro's ``SplineCoupling``
+    argument) leaves :math:`x_a` unchanged, as the NSF paper does (and this helper did).
 
     Example:
         >>> import torch
         >>> x = torch.randn(2, 4)
-        >>> bool(torch.allclose(spline_coupling(4, 2, count_bins=4)(x), x, atol=1e-6))
+        >>> flow = spline_coupling(4, 2, count_bins=4)
+        >>> bool(torch.allclose(flow(x), x, atol=1e-6)), flow.passthrough.params.shape
+        (True, torch.Size([11, 2]))
+        >>> spline_coupling(4, 2, count_bins=4, identity=True).passthrough is None
         True
     """
     mask = _split_mask(input_dim, split_dim, -1, mask)
     transformer = RationalQuadraticSpline(count_bins, bound)
-    return Coupling(input_dim, hidden_dims, transformer, mask, context_dim=context_dim)
+    return Coupling(
+        input_dim,
+        hidden_dims,
+        transformer,
+        mask,
+        context_dim=context_dim,
+        passthrough_transformer=None if identity else transformer,
+    )
 
 
 def spline_autoregressive(

@@ -384,9 +384,14 @@ class Householder(FlowModule):
 
 
 def permutation(
-    input_dim: int, kind: Literal["random", "reverse"] = "random", seed: int = 0
+    input_dim: int, kind: Literal["random", "reverse"] = "random", seed: int | None = None
 ) -> Permutation:
-    r"""Build a :class:`Permutation` :math:`y_i = x_{\pi(i)}`: seeded random, or reversal.
+    r"""Build a :class:`Permutation` :math:`y_i = x_{\pi(i)}`: random, or reversal.
+
+    A random :math:`\pi` is drawn from torch's global RNG unless ``seed`` is given (as MADE's
+    random orders): repeated calls give distinct permutations and ``torch.manual_seed``
+    reproduces them all; an int ``seed`` fixes one. The drawn permutation is a buffer, so
+    ``state_dict`` restores it exactly.
 
     References:
         Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", 2017,
@@ -397,10 +402,16 @@ def permutation(
         [3, 2, 1, 0]
         >>> torch.equal(permutation(5, seed=1).permutation, permutation(5, seed=1).permutation)
         True
+        >>> _ = torch.manual_seed(0)
+        >>> first = [permutation(6).permutation for _ in range(3)]
+        >>> _ = torch.manual_seed(0)
+        >>> all(torch.equal(a, permutation(6).permutation) for a in first)
+        True
     """
     if kind == "reverse":
         return Permutation(torch.arange(input_dim - 1, -1, -1))
     if kind == "random":
-        generator = torch.Generator().manual_seed(seed)
-        return Permutation(torch.randperm(input_dim, generator=generator))
+        # seed=None: torch's global (CPU) RNG; the index buffer lives on the CPU until .to()
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        return Permutation(torch.randperm(input_dim, generator=generator, device="cpu"))
     raise ValueError(f"kind must be 'random' or 'reverse', got {kind!r}")

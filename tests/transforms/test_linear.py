@@ -43,3 +43,27 @@ def test_permutation_validation_and_helpers():
     assert torch.equal(permutation(6, seed=3).permutation, permutation(6, seed=3).permutation)
     with pytest.raises(ValueError, match="kind"):
         permutation(3, "sorted")
+
+
+def test_random_permutations_differ_per_call_and_follow_manual_seed():
+    """seed=None draws from torch's global RNG: three layers get distinct permutations (they
+    were all seed 0's before) and torch.manual_seed reproduces them."""
+    torch.manual_seed(1)
+    drawn = [permutation(6).permutation.tolist() for _ in range(3)]
+    assert len({tuple(p) for p in drawn}) == 3
+    torch.manual_seed(1)
+    assert [permutation(6).permutation.tolist() for _ in range(3)] == drawn
+
+
+def test_saved_random_permutation_loads_exactly():
+    torch.manual_seed(2)
+    saved = permutation(8)
+    buffer = io.BytesIO()
+    torch.save(saved.state_dict(), buffer)
+    buffer.seek(0)
+    restored = permutation(8)  # another draw until the saved one is loaded
+    assert not torch.equal(restored.permutation, saved.permutation)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(restored.permutation, saved.permutation)
+    x = torch.randn(4, 8)
+    assert torch.equal(restored(x), saved(x)) and torch.equal(restored.inv(saved(x)), x)

@@ -641,8 +641,13 @@ def perturb_conditioner(flow, weight_scale: float = 0.5, bias_scale: float = 1.0
 
 
 def spline_coupling_ours(dim, context_dim, count_bins, bound, **_):
-    flow = spline_coupling(
-        dim, hidden_dims=[16], count_bins=count_bins, bound=bound, context_dim=context_dim
+    flow = spline_coupling(  # identity=True: the conditioned spline alone (Pyro's upper_spline)
+        dim,
+        hidden_dims=[16],
+        count_bins=count_bins,
+        bound=bound,
+        context_dim=context_dim,
+        identity=True,
     ).double()
     perturb_conditioner(flow)
     return flow
