@@ -50,8 +50,9 @@ import pyro
 import torch
 from _timing import machine_line
 from bench_vi_quality import FUNNEL_DIM, FUNNEL_SD, REFERENCE_PATH, SIGMA, Y, eight_schools, funnel
+from posterior_suite import nuts_mcmc
 from pyro import poutine
-from pyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal
 from pyro.infer.reparam import NeuTraReparam
 
@@ -126,19 +127,7 @@ def run_chains(
     chains, divergences, seconds = [], 0, 0.0
     for chain in range(settings.num_chains):
         pyro.set_rng_seed(settings.seed + chain)
-        kernel = NUTS(
-            model,
-            target_accept_prob=settings.target_accept_prob,
-            max_tree_depth=settings.max_tree_depth,
-            jit_compile=settings.jit_compile,
-            ignore_jit_warnings=True,
-        )
-        mcmc = MCMC(
-            kernel,
-            num_samples=settings.num_samples,
-            warmup_steps=settings.warmup_steps,
-            disable_progbar=True,
-        )
+        mcmc = nuts_mcmc(model, settings)
         start = time.perf_counter()
         mcmc.run(*problem.args)
         seconds += time.perf_counter() - start

@@ -444,6 +444,28 @@ class NutsSettings:
     seed: int = 0
 
 
+def nuts_mcmc(model: Callable, settings: NutsSettings) -> Any:
+    """One chain's ``MCMC(NUTS(model))`` with the settings' tuning, no progress bar.
+
+    ``settings`` is a :class:`NutsSettings` or anything with its fields.
+    """
+    from pyro.infer import MCMC, NUTS
+
+    kernel = NUTS(
+        model,
+        target_accept_prob=settings.target_accept_prob,
+        max_tree_depth=settings.max_tree_depth,
+        jit_compile=settings.jit_compile,
+        ignore_jit_warnings=True,
+    )
+    return MCMC(
+        kernel,
+        num_samples=settings.num_samples,
+        warmup_steps=settings.warmup_steps,
+        disable_progbar=True,
+    )
+
+
 def run_nuts(
     model: Callable, settings: NutsSettings, *args: Any, deterministic: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -452,25 +474,12 @@ def run_nuts(
     Every latent site, and the ``deterministic`` sites, flattened by
     :func:`flat_coordinates`: mean, sd, split R-hat and ESS over all chains.
     """
-    from pyro.infer import MCMC, NUTS
     from pyro.ops.stats import effective_sample_size, split_gelman_rubin
 
     chains, divergences, start = [], [], time.perf_counter()
     for chain in range(settings.num_chains):
         pyro.set_rng_seed(settings.seed + chain)
-        kernel = NUTS(
-            model,
-            target_accept_prob=settings.target_accept_prob,
-            max_tree_depth=settings.max_tree_depth,
-            jit_compile=settings.jit_compile,
-            ignore_jit_warnings=True,
-        )
-        mcmc = MCMC(
-            kernel,
-            num_samples=settings.num_samples,
-            warmup_steps=settings.warmup_steps,
-            disable_progbar=True,
-        )
+        mcmc = nuts_mcmc(model, settings)
         mcmc.run(*args)
         divergences.append(len(mcmc.diagnostics()["divergences"]["chain 0"]))
         samples = mcmc.get_samples()
