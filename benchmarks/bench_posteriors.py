@@ -379,8 +379,8 @@ def render_tables(records: list[dict[str, Any]]) -> str:
             lambda name: f"{name} (*)" if name in known else name,
         ),
         (
-            "worst moment error: max over coordinates of |mean error| / sd_ref and "
-            "|log(sd_q / sd_ref)|",
+            "worst moment error: max over coordinates of abs(mean error) / sd_ref and "
+            "abs(log(sd_q / sd_ref))",
             lambda n, g: _cell(groups[n, g], "moment_error", None, 3) if (n, g) in groups else "",
             str,
         ),
