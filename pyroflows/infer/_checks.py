@@ -8,7 +8,7 @@ anyway), the tail check only every :data:`TAIL_CHECK_EVERY` calls.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -77,8 +77,12 @@ def check_finite_draws(
     """
     if not is_validation_enabled() or torch.compiler.is_compiling():
         return
-    for name, unconstrained, value in sites:
-        if bool(torch.isfinite(value).all()):
+    sites = list(sites)
+    finite = torch.stack([torch.isfinite(value).all() for _, _, value in sites])
+    if bool(finite.all()):  # one host sync per call, whatever the number of sites
+        return
+    for (name, unconstrained, _), site_finite in zip(sites, finite.tolist(), strict=True):
+        if site_finite:
             continue
         if bool(torch.isfinite(unconstrained).all()):
             cause = (
@@ -117,10 +121,12 @@ class SplineTailCheck:
         )
         self.calls = 0
 
-    def __call__(self, posterior: FlowPosterior, guide: str) -> None:
+    def __call__(self, posterior: Callable[[], FlowPosterior], guide: str) -> None:
+        """Count a call; on every :data:`TAIL_CHECK_EVERY`-th, check ``posterior()``'s draws."""
         self.calls += 1
         if not self.active or self.calls % TAIL_CHECK_EVERY or torch.compiler.is_compiling():
             return
+        posterior = posterior()
         device = posterior.loc.device
         with (
             torch.no_grad(),

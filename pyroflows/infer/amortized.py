@@ -141,7 +141,7 @@ class AmortizedFlow(nn.Module):
         loc, scale, context = self.encode(x)
         posterior = FlowPosterior(self.flow, loc, scale, context)
         if self.training:
-            self._tail_check(posterior, "AmortizedFlow")
+            self._tail_check(lambda: posterior, "AmortizedFlow")
         return posterior
 
 

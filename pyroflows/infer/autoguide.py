@@ -215,7 +215,7 @@ class AutoFlow(AutoContinuous):
                 ),
                 self._num_calls,
             )
-        self._tail_check(self.get_posterior(), "AutoFlow")
+        self._tail_check(self.get_posterior, "AutoFlow")
         return result
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> Tensor:

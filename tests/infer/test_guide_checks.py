@@ -95,7 +95,7 @@ def test_the_tail_check_leaves_the_global_rng_alone():
     torch.manual_seed(3)
     expected = torch.rand(3)
     torch.manual_seed(3)
-    guide._tail_check(guide.get_posterior(), "AutoFlow")  # the 100th call: a check
+    guide._tail_check(guide.get_posterior, "AutoFlow")  # the 100th call: a check
     assert torch.equal(torch.rand(3), expected)
 
 
