@@ -2,20 +2,79 @@
 
 Installed as the console script ``pyroflows`` and runnable as ``python -m pyroflows``. Each
 subcommand is one ``_add_<name>`` function that registers its parser and a handler taking the
-parsed arguments and returning the exit status.
+parsed arguments and returning the exit status. :func:`main` turns every expected error into
+``pyroflows: error: <message>`` on stderr and an exit status of its own (the table
+:data:`EXIT_STATUSES`), without a traceback unless ``--debug`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
-import json
+import re
+import sys
+import textwrap
+import warnings
 from collections.abc import Sequence
 
+from . import errors
+from ._outputs import json_text
+from .checkpoint import CheckpointMismatchError
 from .data import TOY_DATASETS
-from .train import fit
+from .data.entry import _looks_like_path
+from .errors import OptionError, PyroflowsError
+from .train import NonFiniteLossError, fit, resolve_device
+from .transforms import InverseNotConvergedError
 
-__all__ = ["main"]
+__all__ = ["EXIT_STATUSES", "main"]
+
+# The errors main() reports in a line or two, without a traceback, and the exit status of
+# each: the library's own classes (pyroflows.errors) carry theirs as `exit_code`; the others
+# are listed here, most specific first (the first match counts). Anything else is a bug:
+# Python prints its traceback and exits with 1.
+EXIT_STATUSES: tuple[tuple[type[BaseException], int], ...] = (
+    *sorted(
+        (
+            (cls, cls.exit_code)
+            for cls in map(errors.__dict__.get, errors.__all__)
+            if isinstance(cls, type)
+            and issubclass(cls, PyroflowsError)
+            and cls is not PyroflowsError
+        ),
+        key=lambda entry: entry[1],
+    ),
+    (CheckpointMismatchError, 6),
+    (NonFiniteLossError, 7),
+    (FileNotFoundError, 8),
+    (InverseNotConvergedError, 9),
+    (ImportError, 10),
+    (OSError, 11),
+    (ValueError, 12),
+    (KeyboardInterrupt, 130),
+)
+_MEANINGS = {
+    CheckpointMismatchError: "a checkpoint written for another model",
+    NonFiniteLossError: "training met a NaN or infinite loss (lower --lr)",
+    FileNotFoundError: "a file that does not exist",
+    InverseNotConvergedError: "a numerical inverse that did not converge",
+    ImportError: "an optional dependency that is not installed",
+    OSError: "another system error: permission, full disk, ...",
+    ValueError: "another invalid value",
+    KeyboardInterrupt: "interrupted (Ctrl-C); a fit keeps its last checkpoint",
+}
+
+# The library's messages name its Python keywords; the command line's options replace them.
+_CLI_NAMES = (
+    (r"\bkey=", "--key "),
+    (r"\bheader=True\b", "--header yes"),
+    (r"\bheader=False\b", "--header no"),
+    (r", or pass allow_constant_columns=True", ""),  # fit cannot model them; evaluate allows them
+    (r"\bdim=", "--dim "),
+    (r"\bnum_samples\b", "--num-samples"),
+    (r"\boverwrite=True\b", "--overwrite"),
+    (r"\bval_fraction=", "--val-fraction "),
+    (r"use 'cpu' or 'auto'", "use --device cpu (or auto)"),
+)
 
 # fit()'s defaults, read from its signature so that the command line follows them.
 _FIT = {
@@ -30,6 +89,72 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+# fit's options that go to the flow's builder: the command line's name, the builder's keyword.
+_FLOW_OPTIONS = (
+    ("layers", "num_layers"),
+    ("hidden", "hidden_dims"),
+    ("count_bins", "count_bins"),
+    ("bound", "bound"),
+)
+_HEADER = {"auto": None, "yes": True, "no": False}
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _flow_options(args: argparse.Namespace) -> dict:
+    """The builder options given on the command line; refuse those the flow does not take."""
+    from .transforms import REGISTRY
+
+    given = {(dest, name): getattr(args, dest) for dest, name in _FLOW_OPTIONS}
+    given = {key: value for key, value in given.items() if value is not None}
+    accepted = REGISTRY[args.flow].options()
+    if accepted is not None:
+        refused = [_option(dest) for dest, name in given if name not in accepted]
+        if refused:
+            takes = [_option(dest) for dest, name in _FLOW_OPTIONS if name in accepted]
+            raise OptionError(
+                f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
+                f"--flow {args.flow}; of these options it takes "
+                + (", ".join(takes) if takes else "none")
+            )
+    return {name: value for (_, name), value in given.items()}
+
+
+def _data_options(args: argparse.Namespace) -> dict:
+    """``--key``, ``--header`` (files) and ``--dim`` (the sphere mixture) for the data loader."""
+    file_options = {"key": args.key, "header": _HEADER[args.header]}
+    file_options = {name: value for name, value in file_options.items() if value is not None}
+    if file_options and not _looks_like_path(args.data):
+        names = " and ".join(_option(name) for name in file_options)
+        verb = "applies" if len(file_options) == 1 else "apply"
+        raise OptionError(f"{names} {verb} to data files (.npy, .npz, .csv), not to {args.data!r}")
+    dim = getattr(args, "dim", None)
+    if dim is not None and args.data != "sphere_mixture":
+        raise OptionError(f"--dim applies to --data sphere_mixture only, not to {args.data!r}")
+    return file_options if dim is None else {**file_options, "dim": dim}
+
+
+def _add_data_file_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key", metavar="NAME", default=None, help="the array to read from a .npz archive"
+    )
+    parser.add_argument(
+        "--header",
+        choices=tuple(_HEADER),
+        default="auto",
+        help="whether a .csv file's first line is a header (auto: when it holds no number)",
+    )
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -87,22 +212,16 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 def _run_fit(args: argparse.Namespace) -> int:
     from .runs import fit_run
 
-    options = {
-        key: value
-        for key, value in (
-            ("num_layers", args.layers),
-            ("hidden_dims", args.hidden),
-            ("count_bins", args.count_bins),
-            ("bound", args.bound),
-        )
-        if value is not None
-    }
+    options = _flow_options(args)
+    data_options = _data_options(args)
+    resolve_device(args.device)  # a device that cannot run fails before the data are read
     metrics = fit_run(
         args.data,
         args.out,
         args.flow,
         options,
         num_samples=args.num_samples,
+        data_options=data_options,
         resume=args.resume,
         seed=args.seed,
         device=args.device,
@@ -118,7 +237,11 @@ def _run_fit(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if metrics and not args.quiet:  # (empty on ranks other than 0 under torchrun)
-        print(f"best validation NLL {metrics['best_val_nll']:.4f} (epoch {metrics['best_epoch']})")
+        if metrics["best_val_nll"] is None:
+            print(f"no validation rows (--val-fraction 0): kept epoch {metrics['best_epoch']}")
+        else:
+            best = metrics["best_val_nll"]
+            print(f"best validation NLL {best:.4f} (epoch {metrics['best_epoch']})")
         for key, value in metrics.get("test", {}).items():
             print(f"test {key.replace('_', ' ')} {value:.4f}")
         print(f"wrote {args.out}/model.pt, checkpoint.pt, history.json, metrics.json")
@@ -139,8 +262,16 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="a 2-D toy name (" + ", ".join(TOY_DATASETS) + "), 'digits' (scikit-learn 8x8 "
-        "digits, dequantised; bits/dim reported), or a .npy/.npz/.csv file of rows",
+        help="a 2-D toy name (" + ", ".join(TOY_DATASETS) + "), 'sphere_mixture' (with "
+        "--dim), 'digits' (scikit-learn 8x8 digits, dequantised; bits/dim reported), or a "
+        ".npy/.npz/.csv file of rows",
+    )
+    _add_data_file_options(parser)
+    parser.add_argument(
+        "--dim",
+        type=_positive_int,
+        default=None,
+        help="dimension of --data sphere_mixture (the only dataset that takes one)",
     )
     flows = sorted(name for name, spec in REGISTRY.items() if not spec.fixed)
     parser.add_argument("--flow", default="maf", choices=flows, help="flow to fit")
@@ -188,7 +319,7 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--val-fraction",
-        type=float,
+        type=_fraction,
         default=_FIT["val_fraction"],
         help="share of the training rows held out for validation",
     )
@@ -196,7 +327,7 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         "--num-samples",
         type=_positive_int,
         default=10_000,
-        help="training points drawn for a toy dataset (its test set: a quarter)",
+        help="training points drawn for a generated dataset (its test set: a quarter)",
     )
     parser.add_argument(
         "--checkpoint-every",
@@ -224,7 +355,7 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
 def _run_sample(args: argparse.Namespace) -> int:
     from .runs import sample_run
 
-    samples = sample_run(args.model, args.n, args.out, seed=args.seed)
+    samples = sample_run(args.model, args.n, args.out, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {len(samples)} samples of dimension {samples.shape[1]} to {args.out}")
     return 0
 
@@ -239,6 +370,9 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="run folder (or a model.pt file)")
     parser.add_argument("-n", type=_positive_int, default=1000, help="number of samples")
     parser.add_argument("--out", required=True, help="output file, .npy or .csv")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it exists (else refused)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.set_defaults(handler=_run_sample)
 
@@ -246,8 +380,8 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .runs import evaluate_run
 
-    metrics = evaluate_run(args.model, args.data)
-    print(json.dumps(metrics, indent=2))
+    metrics = evaluate_run(args.model, args.data, _data_options(args))
+    print(json_text(metrics), end="")
     return 0
 
 
@@ -256,37 +390,118 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="score data under a fitted model (NLL; bits/dim for the digits)",
         description="Print the mean negative log-likelihood (nats per example) of --data "
-        "under a run folder's model: a .npy/.npz/.csv file, a toy's test set or 'digits' "
-        "(its test split, also in bits/dim on the 17-level data).",
+        "under a run folder's model, as JSON (a non-finite value is null, with a "
+        "'non_finite' entry naming it): a .npy/.npz/.csv file (constant columns allowed), "
+        "a generated dataset's test set (drawn with the run's --seed and --num-samples, so "
+        "the run's own dataset gives its test NLL) or 'digits' (its test split, also in "
+        "bits/dim on the 17-level data).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="run folder (or a model.pt file)")
-    parser.add_argument("--data", required=True, help="file, toy name or 'digits'")
+    parser.add_argument(
+        "--data", required=True, help="file, toy name, 'sphere_mixture' or 'digits'"
+    )
+    _add_data_file_options(parser)
     parser.set_defaults(handler=_run_evaluate)
+
+
+def _exit_status_epilog() -> str:
+    rows = [("0", "success"), ("1", "an unexpected error (a bug: with a traceback)")]
+    for cls, code in EXIT_STATUSES:
+        meaning = _MEANINGS.get(cls) or (cls.__doc__ or "").split("\n")[0].split(" (exit")[0]
+        rows.append((str(code), f"{cls.__name__}: {meaning[:1].lower()}{meaning[1:]}"))
+    lines = ["exit statuses:"]
+    for code, meaning in rows:
+        lines += textwrap.wrap(
+            meaning, 79, initial_indent=f"  {code:<5}", subsequent_indent=" " * 9
+        )
+    note = (
+        "An expected error prints 'pyroflows: error: <message>' on stderr, without a Python "
+        "traceback (--debug shows it). Status 2 is also argparse's, for a malformed command."
+    )
+    return "\n".join([*lines, "", *textwrap.wrap(note, 79)])
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pyroflows", description="Normalizing flows for Pyro: command-line tools."
+        prog="pyroflows",
+        description="Normalizing flows for Pyro: command-line tools.",
+        epilog=_exit_status_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_demo(subparsers)
     _add_fit(subparsers)
     _add_sample(subparsers)
     _add_evaluate(subparsers)
+    for subparser in subparsers.choices.values():  # --debug after the command works too
+        subparser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
     return parser
 
 
+_DEBUG_HELP = "show the Python traceback of an error instead of a one-line message"
+
+
+def _exit_status(error: BaseException) -> int | None:
+    """The exit status of an expected error (see :data:`EXIT_STATUSES`), else ``None``."""
+    if isinstance(error, PyroflowsError):
+        return error.exit_code
+    return next((code for cls, code in EXIT_STATUSES if isinstance(error, cls)), None)
+
+
+def _cli_names(message: str) -> str:
+    for pattern, replacement in _CLI_NAMES:
+        message = re.sub(pattern, replacement, message)
+    return message
+
+
+def _report(error: BaseException) -> None:
+    """``pyroflows: error: <message>`` on one line, or two when the message has several."""
+    if isinstance(error, KeyboardInterrupt):
+        print("pyroflows: interrupted", file=sys.stderr)
+        return
+    lines = [line.strip() for line in _cli_names(str(error)).splitlines() if line.strip()]
+    lines = lines or [type(error).__name__]
+    print(f"pyroflows: error: {lines[0]}", file=sys.stderr)
+    if len(lines) > 1:
+        print("  " + " ".join(lines[1:]), file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"pyroflows: warning: {_cli_names(str(message))}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``pyroflows`` command line.
+    """Run the ``pyroflows`` command line; return its exit status.
+
+    Expected errors print ``pyroflows: error: <message>`` (one or two lines, the library's
+    Python keywords replaced by the command line's options) on stderr, without a traceback,
+    and return their own status; warnings print as ``pyroflows: warning: <message>``. With
+    ``--debug`` (before or after the command) errors propagate with their traceback.
+
+    Exit statuses (:data:`EXIT_STATUSES`): 0 success; 1 an unexpected error (a bug, with its
+    traceback); 2 :class:`~pyroflows.errors.OptionError` (an invalid option, or one that does
+    not apply to the chosen flow or command; also argparse's usage errors); 3
+    :class:`~pyroflows.errors.DataError`; 4 :class:`~pyroflows.errors.RunFolderError` (also an
+    output file that exists or cannot be written); 5
+    :class:`~pyroflows.errors.SettingsChangedError`; 6
+    :class:`~pyroflows.errors.ModelFileError` and
+    :class:`~pyroflows.checkpoint.CheckpointMismatchError`; 7
+    :class:`~pyroflows.train.NonFiniteLossError`; 8 :class:`FileNotFoundError`; 9
+    :class:`~pyroflows.transforms.InverseNotConvergedError`; 10 :class:`ImportError` (an
+    optional dependency); 11 another :class:`OSError`; 12 another :class:`ValueError`; 130
+    :class:`KeyboardInterrupt`.
 
     Args:
         argv: the arguments after the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0 on success. Invalid arguments and ``--help`` exit through
-        :class:`SystemExit`, as with any :mod:`argparse` program.
+        The exit status. Invalid arguments and ``--help`` exit through :class:`SystemExit`
+        (status 2 and 0), as with any :mod:`argparse` program.
 
     Example:
         >>> import tempfile, pathlib
@@ -296,6 +511,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         ...     written = pathlib.Path(folder, "demo.png").stat().st_size > 0
         >>> status, written
         (0, True)
+        >>> import contextlib, io
+        >>> with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        ...     status = main(["evaluate", "--model", "no-such-run", "--data", "moons"])
+        >>> print(status, stderr.getvalue(), end="")
+        8 pyroflows: error: no checkpoint at no-such-run
     """
     args = _parser().parse_args(argv)
-    return args.handler(args)
+    if args.debug:
+        return args.handler(args)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.handler(args)
+        except (Exception, KeyboardInterrupt) as error:
+            status = _exit_status(error)
+            if status is None:
+                raise
+            _report(error)
+            return status

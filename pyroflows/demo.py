@@ -21,7 +21,6 @@ planar bends, and the ActNorm at the data end standardises the data on the first
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
+from ._outputs import check_output, json_text
 from .data import make_toy, train_test_split
 from .train import resolve_device
 from .transforms import ActNorm, LULinear, Planar, Radial
@@ -76,6 +76,16 @@ def _grid(data: Tensor, resolution: int) -> tuple[Tensor, Tensor, tuple[float, .
     points = torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2)
     extent = (float(xs[0]), float(xs[-1]), float(ys[0]), float(ys[-1]))
     return points.to(device=data.device, dtype=data.dtype), grid_x, extent
+
+
+def _image_suffixes() -> tuple[str, ...] | None:
+    """The image extensions matplotlib writes (``None`` without matplotlib: no image)."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return None
+    names = sorted(FigureCanvasBase.get_supported_filetypes(), key=lambda name: name != "png")
+    return tuple(f".{name}" for name in names)
 
 
 def _plot(
@@ -157,6 +167,10 @@ def run_demo(
 
     Raises:
         ValueError: for an unknown dataset or a non-positive ``steps``.
+        OptionError: for an ``output`` that is not an image file matplotlib writes, or
+            ``metrics`` that is not a ``.json`` file (checked before training).
+        RunFolderError: for an ``output`` or ``metrics`` path that is a directory or cannot be
+            written (checked before training).
         RuntimeError: if the training loss stops being finite.
 
     Example:
@@ -177,6 +191,10 @@ def run_demo(
             print(message, flush=True)
 
     target = resolve_device(device)
+    if output is not None and (suffixes := _image_suffixes()) is not None:
+        check_output(output, suffixes, what="the image")
+    if metrics is not None:
+        check_output(metrics, (".json",), what="the metrics")
     dtype = torch.float32
 
     torch.manual_seed(seed)
@@ -247,6 +265,6 @@ def run_demo(
     }
     if metrics is not None:
         Path(metrics).parent.mkdir(parents=True, exist_ok=True)
-        Path(metrics).write_text(json.dumps(result, indent=2) + "\n")
+        Path(metrics).write_text(json_text(result))
         report(f"wrote {metrics}")
     return result

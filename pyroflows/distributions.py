@@ -33,6 +33,7 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
+from ._casting import as_model_dtype
 from .transforms import (
     REGISTRY,
     FlowModule,
@@ -488,12 +489,39 @@ class Flow(nn.Module):
         )
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log-density of ``x`` ``(..., *event_shape)``, shape ``(...)`` (broadcast: context)."""
+        """Log-density of ``x`` ``(..., *event_shape)``, shape ``(...)`` (broadcast: context).
+
+        ``x`` and ``context`` must be on the model's device; values of another dtype are cast
+        to the model's (float64 into a float32 model warns once, a
+        :class:`~pyroflows.errors.DataWarning`).
+        """
         shape = self.event_shape
         if x.dim() < len(shape) or tuple(x.shape[x.dim() - len(shape) :]) != shape:
             what = f"event size {self.input_dim}" if len(shape) == 1 else f"event shape {shape}"
             raise ValueError(f"expected data with {what}, got shape {tuple(x.shape)}")
+        x = self._on_model(x, "data")
+        if context is not None:
+            context = self._on_model(context, "the context")
+            batch, context_batch = x.shape[: x.dim() - len(shape)], context.shape[:-1]
+            try:
+                torch.broadcast_shapes(batch, context_batch)
+            except RuntimeError:
+                raise ValueError(
+                    f"the context's batch shape {tuple(context_batch)} does not broadcast with "
+                    f"the data's {tuple(batch)} (data {tuple(x.shape)}, context "
+                    f"{tuple(context.shape)})"
+                ) from None
         return self.distribution(context).log_prob(x)
+
+    def _on_model(self, values: Tensor, name: str) -> Tensor:
+        """``values`` in the model's dtype; an error naming both devices if they differ."""
+        device = self.data_loc.device
+        if values.device != device:
+            raise ValueError(
+                f"device mismatch: {name} on {values.device}, the model on {device}; move one "
+                f"of them (e.g. with .to({str(device)!r}))"
+            )
+        return as_model_dtype(values, self.data_loc.dtype, name)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Same as :meth:`log_prob` (so that ``DistributedDataParallel`` can wrap the model)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "DataError",
+    "DataWarning",
     "ModelFileError",
     "OptionError",
     "PyroflowsError",
@@ -43,6 +44,13 @@ class DataError(PyroflowsError, ValueError):
     """A data file or array that cannot be used: missing, malformed, non-finite, ... (exit 3)."""
 
     exit_code = 3
+
+
+class DataWarning(UserWarning):
+    """Data that can be used but deserve a look: collinear columns, extreme values, a cast.
+
+    Silence it with ``warnings.filterwarnings("ignore", category=DataWarning)``.
+    """
 
 
 class RunFolderError(PyroflowsError, OSError):

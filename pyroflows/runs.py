@@ -9,9 +9,12 @@ A run folder holds
 * ``metrics.json``: the settings, the best validation NLL and the test NLL (with bits per
   dimension for the digits).
 
-Datasets come from :func:`pyroflows.data.dataset`: a 2-D toy name (its test set is drawn
-with the next seed), ``"digits"`` (the 80/20 split with ``random_state=0``, dequantised;
-NLL also reported in bits/dim on the 17-level data) or a ``.npy``/``.npz``/``.csv`` file.
+Datasets come from :func:`pyroflows.data.dataset`: a 2-D toy name (its test set, a quarter
+as many points, is drawn with the next seed), ``"sphere_mixture"`` (likewise; give its
+``dim`` in ``data_options``), ``"digits"`` (the 80/20 split with ``random_state=0``,
+dequantised; NLL also reported in bits/dim on the 17-level data) or a ``.npy``/``.npz``/``.csv``
+file (``data_options``: ``key``, ``header``). ``metrics.json`` records the seed, the number of
+samples and the data options, so that :func:`evaluate_run` scores exactly the run's test set.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._outputs import check_output, json_text
 from .checkpoint import load_model, save_checkpoint
 from .data import DIGITS_DIM, DIGITS_LEVELS, TOY_DATASETS, bits_per_dim, dataset
+from .data.toy import _ALIASES
 from .distributions import Flow
+from .errors import DataError
 from .train import fit, resolve_device
 
 __all__ = ["evaluate_run", "fit_run", "sample_run"]
@@ -34,22 +40,37 @@ __all__ = ["evaluate_run", "fit_run", "sample_run"]
 DIGITS_LOGIT_ALPHA = 1e-3  # far better than RealNVP's 0.05 on these 17-level images
 
 
-def _is_toy(source: str) -> bool:
-    return str(source) in TOY_DATASETS
+SAMPLE_SUFFIXES = (".npy", ".csv")
+_DEFAULT_NUM_SAMPLES = 10_000  # fit_run's default, assumed for runs that did not record it
 
 
-def load_data(source: str, split: str, num_samples: int, seed: int) -> torch.Tensor:
-    """Rows for ``split`` (``"train"`` or ``"test"``) of a named dataset, or a file's rows."""
-    if _is_toy(source):
-        return dataset(source, num_samples, seed=seed if split == "train" else seed + 1)
+def _is_generated(source: str) -> bool:
+    """A dataset drawn from a seed: a toy (or its alias) or the sphere mixture."""
+    return str(source) in (*TOY_DATASETS, *_ALIASES, "sphere_mixture")
+
+
+def _has_test_split(source: str) -> bool:
+    return _is_generated(source) or source == "digits"
+
+
+def load_data(source: str, split: str, num_samples: int, seed: int, **options: Any) -> torch.Tensor:
+    """Rows for ``split`` (``"train"`` or ``"test"``) of a named dataset, or a file's rows.
+
+    A generated dataset's test split has a quarter of ``num_samples`` points, drawn with
+    ``seed + 1``; ``options`` go to :func:`~pyroflows.data.dataset`.
+    """
+    split_seed = seed if split == "train" else seed + 1
+    if _is_generated(source):
+        count = num_samples if split == "train" else max(num_samples // 4, 1)
+        return dataset(source, count, seed=split_seed, **options)
     if source == "digits":
-        return dataset("digits", split=split, seed=seed if split == "train" else seed + 1)
-    return dataset(source)
+        return dataset("digits", split=split, seed=split_seed, **options)
+    return dataset(source, **options)
 
 
 def _json(path: Path, payload: dict[str, Any]) -> None:
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
+    temporary.write_text(json_text(payload))
     os.replace(temporary, path)
 
 
@@ -71,17 +92,21 @@ def fit_run(
     flow: str = "maf",
     options: dict[str, Any] | None = None,
     *,
-    num_samples: int = 10_000,
+    num_samples: int = _DEFAULT_NUM_SAMPLES,
     resume: bool = False,
     seed: int = 0,
     device: str = "auto",
     logit_alpha: float | None = None,
+    data_options: dict[str, Any] | None = None,
     **fit_options: Any,
 ) -> dict[str, Any]:
     """Fit registry flow ``flow`` (builder ``options``) to ``data``; write the run to ``out``.
 
     ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"``:
-    ``1e-3``; see :class:`~pyroflows.distributions.Flow`).
+    ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``data_options`` go to
+    :func:`~pyroflows.data.dataset` (a file's ``key`` or ``header``, the sphere mixture's
+    ``dim``). The folder is created by the first checkpoint, so a run that fails before it
+    (bad data, a bad option) leaves no empty folder behind.
     ``fit_options`` go to :func:`~pyroflows.train.fit` (``epochs``, ``batch_size``, ``lr``,
     ...). Returns the metrics written to ``metrics.json`` (under ``torchrun`` only rank 0
     writes them and returns them; the other ranks return an empty dict).
@@ -95,13 +120,13 @@ def fit_run(
         ['nll']
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    data_options = data_options or {}
     torch.manual_seed(seed)
-    train = load_data(data, "train", num_samples, seed)
+    train = load_data(data, "train", num_samples, seed, **data_options)
     test = (
-        None
-        if not (_is_toy(data) or data == "digits")
-        else load_data(data, "test", max(num_samples // 4, 1), seed)
+        load_data(data, "test", num_samples, seed, **data_options)
+        if _has_test_split(data)
+        else None
     )
     if logit_alpha is None and data == "digits":
         logit_alpha = DIGITS_LOGIT_ALPHA
@@ -121,6 +146,9 @@ def fit_run(
     digits = data == "digits"
     metrics: dict[str, Any] = {
         "data": str(data),
+        "data_options": data_options,
+        "seed": seed,
+        "num_samples": num_samples if _is_generated(data) else None,
         "flow": flow,
         "options": options or {},
         "logit_alpha": logit_alpha,
@@ -139,8 +167,19 @@ def fit_run(
     return metrics
 
 
-def sample_run(model_dir: str | os.PathLike, num: int, out: str | os.PathLike, seed: int = 0):
+def sample_run(
+    model_dir: str | os.PathLike,
+    num: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    *,
+    overwrite: bool = False,
+):
     """Draw ``num`` samples from a saved model; write ``.npy`` or ``.csv`` (by suffix).
+
+    The suffix is read case-insensitively; an existing ``out`` is replaced only with
+    ``overwrite=True`` (it may be the training data). Both are checked before the model is
+    loaded.
 
     Example:
         >>> import tempfile, pathlib
@@ -150,24 +189,29 @@ def sample_run(model_dir: str | os.PathLike, num: int, out: str | os.PathLike, s
         >>> sample_run(folder, 5, folder / "samples.npy").shape
         (5, 2)
     """
-    out = Path(out)
-    if out.suffix not in (".npy", ".csv"):
-        raise ValueError(f"samples are written as .npy or .csv, got {out.name!r}")
+    out = check_output(out, SAMPLE_SUFFIXES, overwrite=overwrite, what="samples")
     model = load_model(model_dir)
     torch.manual_seed(seed)
     samples = model.sample((num,)).cpu().double().numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npy":
-        np.save(out, samples)
+    if out.suffix.lower() == ".npy":
+        with out.open("wb") as file:  # np.save(path) would append .npy to "s.NPY"
+            np.save(file, samples)
     else:
         np.savetxt(out, samples, delimiter=",")
     return samples
 
 
-def evaluate_run(model_dir: str | os.PathLike, data: str) -> dict[str, float]:
+def evaluate_run(
+    model_dir: str | os.PathLike, data: str, data_options: dict[str, Any] | None = None
+) -> dict[str, float]:
     """Mean NLL (nats per example) of a saved model on ``data``.
 
-    ``data``: a file, a toy's test set, or the digits' test split (then also bits/dim).
+    ``data``: a file (constant columns allowed: legitimate in test data; ``data_options``:
+    ``key``, ``header``), or a generated dataset's or the digits' test split (then also
+    bits/dim), drawn with the seed and number of samples the run's ``metrics.json`` records
+    (seed 0 and 10,000 without one), so that the run's own dataset gives exactly the run's
+    test NLL; the sphere mixture takes the model's dimension.
 
     Example:
         >>> import tempfile
@@ -178,10 +222,31 @@ def evaluate_run(model_dir: str | os.PathLike, data: str) -> dict[str, float]:
         ['nll']
     """
     model = load_model(model_dir)
-    if _is_toy(data) or data == "digits":
-        rows = load_data(data, "test", 2_500, seed=0)
+    options = dict(data_options or {})
+    if _has_test_split(data):
+        run = _run_record(model_dir)
+        if _canonical(run.get("data")) == _canonical(data):
+            options = {**run.get("data_options", {}), **options}
+        if data == "sphere_mixture":
+            options.setdefault("dim", model.input_dim)
+        seed, num_samples = run.get("seed", 0), run.get("num_samples") or _DEFAULT_NUM_SAMPLES
+        rows = load_data(data, "test", num_samples, seed, **options)
     else:
-        rows = dataset(data, expected_dim=model.input_dim)
+        rows = dataset(data, expected_dim=model.input_dim, allow_constant_columns=True, **options)
     if rows.shape[1] != model.input_dim:
-        raise ValueError(f"the model has {model.input_dim} dimensions, {data} has {rows.shape[1]}")
+        raise DataError(f"the model has {model.input_dim} dimensions, {data} has {rows.shape[1]}")
     return _nll_metrics(model, rows, data == "digits")
+
+
+def _canonical(name: Any) -> Any:
+    return _ALIASES.get(name, name)
+
+
+def _run_record(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """The ``metrics.json`` beside a saved model, or ``{}`` when there is none."""
+    path = Path(model_dir)
+    folder = path if path.is_dir() else path.parent
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}

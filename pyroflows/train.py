@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch import distributed as torch_dist
 
+from ._casting import as_model_dtype
 from ._training import (
     LearningRate,
     NonFiniteGuard,
@@ -39,7 +40,9 @@ from ._training import (
     training_payload,
 )
 from .checkpoint import check_config, load_checkpoint, load_state, save_checkpoint
+from .data.degenerate import warn_if_degenerate
 from .distributions import Flow
+from .errors import DataError, OptionError
 
 __all__ = [
     "History",
@@ -52,39 +55,72 @@ __all__ = [
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when present, else the CPU; anything else as ``torch.device``.
+    """``"auto"``: CUDA when present, else the CPU; anything else as ``torch.device``, checked.
+
+    Raises :class:`~pyroflows.errors.OptionError` (a ``ValueError``) for a device that cannot
+    run a model: a malformed name, ``"meta"`` (it holds no values), CUDA where there is none,
+    or a CUDA index beyond the devices present.
 
     Example:
         >>> resolve_device("cpu")
         device(type='cpu')
+        >>> resolve_device("meta")
+        Traceback (most recent call last):
+        ...
+        pyroflows.errors.OptionError: device 'meta' holds no values: ...
     """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise OptionError(f"device {str(device)!r} is not a torch device ({error})") from None
+    if device.type == "meta":
+        raise OptionError(
+            "device 'meta' holds no values: training, sampling and scoring need a real "
+            "device, such as 'cpu' or 'cuda'"
+        )
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"device {str(device)!r}: CUDA is not available; use 'cpu' or 'auto'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise OptionError(
+                f"device {str(device)!r}: there are {torch.cuda.device_count()} CUDA devices, "
+                "numbered from 0"
+            )
+    return device
 
 
-def validate_data(data: Tensor, dim: int, name: str = "data") -> Tensor:
-    """Return ``data`` as a float tensor ``(N, dim)``, or raise ``ValueError`` naming the problem.
+def validate_data(
+    data: Tensor, dim: int, name: str = "data", dtype: torch.dtype | None = None
+) -> Tensor:
+    """Return ``data`` as a float tensor ``(N, dim)``, or raise ``DataError`` naming the problem.
 
-    Problems: wrong shape, no rows, rows with NaN/inf (listed by index). Nothing is dropped.
+    Problems (:class:`~pyroflows.errors.DataError`, a ``ValueError``): wrong shape, no rows,
+    rows with NaN/inf (listed by index). Nothing is dropped. The result is detached from any
+    autograd graph (data are constants of a fit) and, with ``dtype`` (the model's), cast to
+    it, with a :class:`~pyroflows.errors.DataWarning` when that loses precision (float64 rows,
+    float32 model).
 
     Example:
         >>> validate_data(torch.tensor([[0.0, 1.0], [float("nan"), 2.0]]), 2)
         Traceback (most recent call last):
         ...
-        ValueError: data has non-finite values (NaN or inf) in 1 row(s): [1]
+        pyroflows.errors.DataError: data has non-finite values (NaN or inf) in 1 row(s): [1]
     """
-    data = torch.as_tensor(data)
-    if not data.is_floating_point():
+    data = torch.as_tensor(data).detach()
+    if dtype is not None:
+        data = as_model_dtype(data, dtype, name)
+    elif not data.is_floating_point():
         data = data.float()
     if data.dim() != 2 or data.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(data.shape)}")
+        raise DataError(f"{name} must have shape (N, {dim}), got {tuple(data.shape)}")
     if len(data) == 0:
-        raise ValueError(f"{name} has no rows")
+        raise DataError(f"{name} has no rows")
     bad = torch.nonzero(~torch.isfinite(data).all(1)).flatten().tolist()
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
-        raise ValueError(
+        raise DataError(
             f"{name} has non-finite values (NaN or inf) in {len(bad)} row(s): [{shown}]"
         )
     return data
@@ -175,17 +211,23 @@ class _Data:
 
 def _prepare_data(model, data, context, val_data, val_context, val_fraction, seed) -> _Data:
     """Check the rows and contexts; split off validation rows when none are given."""
-    data = validate_data(data, model.input_dim)
+    if not 0 <= val_fraction < 1:
+        raise OptionError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    dtype = model.data_loc.dtype
+    data = validate_data(data, model.input_dim, dtype=dtype)
+    warn_if_degenerate(data)
     if model.context_dim:
         if context is None:
-            raise ValueError(f"the model is conditional: pass context (N, {model.context_dim})")
-        context = validate_data(context, model.context_dim, "context")
+            raise DataError(f"the model is conditional: pass context (N, {model.context_dim})")
+        context = validate_data(context, model.context_dim, "context", dtype)
         if len(context) != len(data):
-            raise ValueError(f"context has {len(context)} rows, data has {len(data)}")
+            raise DataError(f"context has {len(context)} rows, data has {len(data)}")
     if val_data is None and val_fraction > 0:
         return _Data(*validation_split(data, context, val_fraction, seed))
     if val_data is not None:
-        val_data = validate_data(val_data, model.input_dim, "val_data")
+        val_data = validate_data(val_data, model.input_dim, "val_data", dtype)
+    if val_context is not None:
+        val_context = validate_data(val_context, model.context_dim, "val_context", dtype)
     return _Data(data, context, val_data, val_context)
 
 
@@ -207,7 +249,7 @@ def validation_split(
     order = torch.randperm(len(data), generator=generator)
     count = round(fraction * len(data))
     if fraction > 0 and (count < 1 or count >= len(data)):
-        raise ValueError(
+        raise DataError(
             f"val_fraction={fraction} leaves no validation or no training rows of {len(data)}"
         )
     val, train = order[:count], order[count:]
@@ -444,6 +486,12 @@ def fit(
     **Standardisation.** With ``standardize=True`` the model's data statistics are set from
     the training rows (unless resuming), so the flow sees zero-mean, unit-variance data.
 
+    **Data.** Rows and contexts are detached from any autograd graph and cast to the model's
+    dtype (float64 rows into a float32 model warn once with a
+    :class:`~pyroflows.errors.DataWarning`), then checked (:func:`validate_data`); collinear
+    columns, or a column whose spread comes from a few extreme values, warn too
+    (:func:`~pyroflows.data.degenerate.warn_if_degenerate`) but are fitted.
+
     **Non-finite losses.** A NaN/inf loss or gradient stops training with
     :class:`NonFiniteLossError` naming the epoch and step; that update is never applied, so
     the model keeps its last good parameters. On a GPU the check runs on the device (fused
@@ -482,7 +530,8 @@ def fit(
         val_data: validation rows (default: a ``val_fraction`` split of ``data``).
         val_context: contexts of the validation rows.
         val_fraction: share of ``data`` held out for validation when ``val_data`` is not
-            given (``0``: no validation; early stopping then watches the training NLL).
+            given, in ``[0, 1)`` (``0``: no validation; early stopping then watches the
+            training NLL).
         epochs: maximum number of passes over the training rows.
         batch_size: rows per step (the global batch, under ``torchrun``).
         lr: Adam learning rate (start of the cosine schedule).
@@ -510,9 +559,12 @@ def fit(
         (3, True)
     """
     device = resolve_device(device)
+    if not any(p.requires_grad for p in model.parameters()):
+        name = model.config["name"] if model.config else type(model.flow).__name__
+        raise OptionError(f"flow {name!r} has no trainable parameters: there is nothing to fit")
     parts = _prepare_data(model, data, context, val_data, val_context, val_fraction, seed)
     if batch_size < 1 or epochs < 1:
-        raise ValueError(f"batch_size and epochs must be positive, got {batch_size}, {epochs}")
+        raise OptionError(f"batch_size and epochs must be positive, got {batch_size}, {epochs}")
 
     ranks = _distributed_setup(device)
     if device.type == "cuda" and ranks.world > 1:

@@ -36,9 +36,9 @@ def test_resume_continues_the_run_and_refuses_another_flow(tmp_path):
     assert _fit(tmp_path) == 0
     assert _fit(tmp_path, "--resume", "--epochs", "3") == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 3
-    with pytest.raises(CheckpointMismatchError, match="num_layers"):
-        main(["fit", "--data", "moons", "--flow", "realnvp", "--layers", "3", "--hidden", "16",
-              "16", "--num-samples", "400", "--out", str(tmp_path), "--quiet",
+    with pytest.raises(CheckpointMismatchError, match="num_layers"):  # --debug: it propagates
+        main(["--debug", "fit", "--data", "moons", "--flow", "realnvp", "--layers", "3",
+              "--hidden", "16", "16", "--num-samples", "400", "--out", str(tmp_path), "--quiet",
               "--resume"])  # fmt: skip
 
 
@@ -62,14 +62,15 @@ def test_sample_and_evaluate(tmp_path, capsys):
         expected = -model.log_prob(torch.from_numpy(samples).float()).double().mean()
     assert scored["nll"] == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match=r"\.npy or \.csv"):
-        main(["sample", "--model", str(tmp_path), "--out", str(tmp_path / "s.txt")])
+        main(["--debug", "sample", "--model", str(tmp_path), "--out", str(tmp_path / "s.txt")])
 
 
 def test_evaluate_refuses_data_of_another_dimension(tmp_path):
     assert _fit(tmp_path) == 0
     np.save(tmp_path / "wide.npy", np.random.default_rng(0).normal(size=(20, 3)))
     with pytest.raises(ValueError, match="2"):
-        main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path / "wide.npy")])
+        wide = str(tmp_path / "wide.npy")
+        main(["--debug", "evaluate", "--model", str(tmp_path), "--data", wide])
 
 
 def test_fit_on_a_csv_file_and_on_the_digits(tmp_path):

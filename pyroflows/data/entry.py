@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from ..errors import OptionError
 from .digits import DIGITS_LEVELS, dequantize, load_digits
 from .files import SUPPORTED_SUFFIXES, load_array
 from .sphere import sphere_mixture
@@ -59,9 +60,10 @@ def dataset(
         A tensor of shape ``(N, D)``.
 
     Raises:
-        ValueError: for an unknown name (the message lists the known ones), a missing or
-            unexpected ``num_samples``, options the source does not take, or bad file
-            contents (see :func:`load_array`).
+        OptionError: for an unknown name (the message lists the known ones), a missing or
+            unexpected ``num_samples``, or options the source does not take
+            (:class:`~pyroflows.errors.OptionError`, a :class:`ValueError`).
+        DataError: for bad file contents (see :func:`load_array`).
         FileNotFoundError: for a path that does not exist.
         ImportError: for ``"digits"`` without scikit-learn.
 
@@ -92,11 +94,11 @@ def dataset(
             options, source, allowed=("dim", "num_components", "radius", "std", "means_seed")
         )
         if "dim" not in options:
-            raise ValueError("'sphere_mixture' needs its dimension: pass dim=")
+            raise OptionError("'sphere_mixture' needs its dimension: pass dim=D")
         count = _require_num_samples(num_samples, source)
         return sphere_mixture(count, seed=seed, dtype=dtype, device=device, **options)
     names = ", ".join((*TOY_DATASETS, "digits", "sphere_mixture"))
-    raise ValueError(
+    raise OptionError(
         f"unknown dataset {source!r}; known datasets: {names}; "
         f"or a path to a {', '.join(SUPPORTED_SUFFIXES)} file"
     )
@@ -113,17 +115,17 @@ def _looks_like_path(source: object) -> bool:
 
 def _require_num_samples(num_samples: int | None, name: str) -> int:
     if num_samples is None:
-        raise ValueError(f"{name!r} is generated: pass num_samples")
+        raise OptionError(f"{name!r} is generated: pass num_samples")
     return num_samples
 
 
 def _forbid_num_samples(num_samples: int | None, what: str) -> None:
     if num_samples is not None:
-        raise ValueError(f"num_samples does not apply to {what}, whose size is fixed")
+        raise OptionError(f"num_samples does not apply to {what}, whose size is fixed")
 
 
 def _forbid_options(options: dict[str, Any], name: str, allowed: tuple[str, ...] = ()) -> None:
     unexpected = sorted(set(options) - set(allowed))
     if unexpected:
         takes = f"it takes: {', '.join(allowed)}" if allowed else "it takes none"
-        raise ValueError(f"options {', '.join(unexpected)} do not apply to {name!r}; {takes}")
+        raise OptionError(f"options {', '.join(unexpected)} do not apply to {name!r}; {takes}")

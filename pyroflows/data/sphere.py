@@ -21,6 +21,8 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
+from ..errors import OptionError
+
 __all__ = ["sphere_mixture", "sphere_mixture_distribution"]
 
 
@@ -29,13 +31,13 @@ def _means(dim: int, num_components: int, radius: float, std: float, means_seed:
     dim = operator.index(dim)
     num_components = operator.index(num_components)
     if dim < 1:
-        raise ValueError(f"dim must be at least 1, got {dim}")
+        raise OptionError(f"dim must be at least 1, got {dim}")
     if num_components < 1:
-        raise ValueError(f"num_components must be at least 1, got {num_components}")
+        raise OptionError(f"num_components must be at least 1, got {num_components}")
     if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius}")
+        raise OptionError(f"radius must be positive, got {radius}")
     if not std > 0:
-        raise ValueError(f"std must be positive, got {std}")
+        raise OptionError(f"std must be positive, got {std}")
     # A standard normal vector divided by its norm is uniform on the unit sphere.
     directions = np.random.default_rng(means_seed).normal(size=(num_components, dim))
     return radius * directions / np.linalg.norm(directions, axis=1, keepdims=True)
@@ -88,7 +90,7 @@ def sphere_mixture_distribution(
         ``sample`` uses torch's global generator; use :func:`sphere_mixture` for seeded data.
 
     Raises:
-        ValueError: if an argument is out of range.
+        OptionError: (a ``ValueError``) if an argument is out of range.
 
     References:
         Koehler, F., Mehta, V., Risteski, A. "Representational aspects of depth and
@@ -149,7 +151,7 @@ def sphere_mixture(
         A tensor of shape ``(num_samples, dim)``.
 
     Raises:
-        ValueError: if an argument is out of range.
+        OptionError: (a ``ValueError``) if an argument is out of range.
 
     References:
         Koehler, F., Mehta, V., Risteski, A. "Representational aspects of depth and
@@ -166,7 +168,7 @@ def sphere_mixture(
     means = _means(dim, num_components, radius, std, means_seed)
     count = operator.index(num_samples)
     if count < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        raise OptionError(f"num_samples must be at least 1, got {num_samples}")
     rng = np.random.default_rng(seed)
     components = rng.integers(0, means.shape[0], size=count)
     points = means[components] + std * rng.normal(size=(count, means.shape[1]))

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import OptionError
+
 __all__ = ["TOY_DATASETS", "make_toy"]
 
 _Generator = Callable[[int, np.random.Generator], np.ndarray]
@@ -152,8 +154,8 @@ def make_toy(
         A tensor of shape ``(num_samples, 2)``.
 
     Raises:
-        ValueError: for an unknown ``name`` (the message lists the known ones) or
-            ``num_samples < 1``.
+        OptionError: (a ``ValueError``) for an unknown ``name`` (the message lists the known
+            ones) or ``num_samples < 1``.
 
     Example:
         >>> x = make_toy("moons", 500, seed=0)
@@ -164,9 +166,10 @@ def make_toy(
     """
     key = _ALIASES.get(name, name)
     if key not in _GENERATORS:
-        raise ValueError(f"unknown toy dataset {name!r}; known datasets: {', '.join(TOY_DATASETS)}")
+        known = ", ".join(TOY_DATASETS)
+        raise OptionError(f"unknown toy dataset {name!r}; known datasets: {known}")
     count = operator.index(num_samples)
     if count < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        raise OptionError(f"num_samples must be at least 1, got {num_samples}")
     points = _GENERATORS[key](count, np.random.default_rng(seed))
     return torch.as_tensor(points, dtype=dtype, device=device)

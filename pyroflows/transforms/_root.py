@@ -136,6 +136,12 @@ class RootFinder:
             InverseNotConvergedError: when ``on_failure="raise"`` and an element did not
                 converge within ``max_iter`` iterations.
         """
+        if target.device.type == "meta":
+            raise ValueError(
+                "a numerical inverse needs values, and tensors on the meta device have none: "
+                "move the model and the data to a real device (e.g. model.to_empty(device='cpu') "
+                "then load weights)"
+            )
         target, lower, upper = torch.broadcast_tensors(target, lower, upper)
         xtol = self.xtol if self.xtol is not None else torch.finfo(target.dtype).eps ** 0.75
         with torch.no_grad():
