@@ -5,10 +5,9 @@ conditioner networks in :mod:`pyroflows.nn`; built-in toy data in :mod:`pyroflow
 """
 
 from . import nn, transforms
+from ._version import __version__
 from .distributions import Flow
 from .train import fit
 from .transforms import REGISTRY, build
-
-__version__ = "0.1.0.dev0"
 
 __all__ = ["REGISTRY", "Flow", "__version__", "build", "fit", "nn", "transforms"]

@@ -352,10 +352,27 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_fit)
 
 
+def _add_context(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--context",
+        default=None,
+        metavar="FILE",
+        help=f"conditional models only: a .npy/.npz/.csv file of context rows, one row for "
+        f"every {what} or one row per {what}",
+    )
+
+
 def _run_sample(args: argparse.Namespace) -> int:
     from .runs import sample_run
 
-    samples = sample_run(args.model, args.n, args.out, seed=args.seed, overwrite=args.overwrite)
+    samples = sample_run(
+        args.model,
+        args.n,
+        args.out,
+        seed=args.seed,
+        context=args.context,
+        overwrite=args.overwrite,
+    )
     print(f"wrote {len(samples)} samples of dimension {samples.shape[1]} to {args.out}")
     return 0
 
@@ -374,13 +391,14 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace --out if it exists (else refused)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_context(parser, "sample")
     parser.set_defaults(handler=_run_sample)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from .runs import evaluate_run
 
-    metrics = evaluate_run(args.model, args.data, _data_options(args))
+    metrics = evaluate_run(args.model, args.data, _data_options(args), context=args.context)
     print(json_text(metrics), end="")
     return 0
 
@@ -402,6 +420,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "--data", required=True, help="file, toy name, 'sphere_mixture' or 'digits'"
     )
     _add_data_file_options(parser)
+    _add_context(parser, "data row")
     parser.set_defaults(handler=_run_evaluate)
 
 

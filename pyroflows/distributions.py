@@ -23,7 +23,6 @@ distribution is left behind on the CPU (the problem of Pyro issue #2761, where a
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
 from ._casting import as_model_dtype
+from ._recipe import make_recipe, read_recipe
 from .transforms import (
     REGISTRY,
     FlowModule,
@@ -389,46 +389,43 @@ class Flow(nn.Module):
         (``num_layers``, ``hidden_dims``, ...) and must be JSON-serialisable, since checkpoints
         store them; ``logit_alpha`` is the model's own option (see the class).
 
+        :attr:`config`, the recipe that checkpoints and ``model.pt`` store, records the value
+        of every builder option (those passed, and the defaults of the others) and the
+        pyroflows version, so that a later change of a default cannot load the file as
+        another density.
+
         Example:
-            >>> Flow.build("realnvp", 4, num_layers=2).config["name"]
-            'realnvp'
+            >>> model = Flow.build("nsf", 4, num_layers=2)
+            >>> model.config["name"], model.config["options"]["bound"]  # a default, pinned
+            ('nsf', 3.0)
         """
         spec_of(name, learnable=True).check_options(**options)
         event = int(input_dim) if isinstance(input_dim, int) else [int(n) for n in input_dim]
-        config = {
-            "name": name,
-            "input_dim": event,
-            "context_dim": int(context_dim),
-            "options": dict(options),
-        }
-        if logit_alpha is not None:
-            config["logit_alpha"] = float(logit_alpha)
-        try:
-            json.dumps(config)
-        except TypeError as error:
-            raise TypeError(f"flow options must be JSON-serialisable: {error}") from None
+        config = make_recipe(name, event, context_dim, options, logit_alpha)
         event = event if isinstance(event, int) else tuple(event)
-        flow = REGISTRY[name].build(event, context_dim, **options)
+        flow = REGISTRY[name].build(event, context_dim, **config["options"])
         return cls(flow, config, logit_alpha=logit_alpha)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Flow:
         """Rebuild an (untrained) model from :attr:`config`, e.g. before loading weights.
 
+        The recipe is checked first (:class:`~pyroflows.errors.ModelFileError` names a bad
+        field, an unknown option or a newer major version); options it does not hold take the
+        defaults of the release that wrote it.
+
         Example:
             >>> model = Flow.build("nice", 2, num_layers=2)
             >>> Flow.from_config(model.config).config == model.config
             True
         """
-        missing = {"name", "input_dim", "context_dim", "options"} - set(config)
-        if missing:
-            raise ValueError(f"flow config lacks {sorted(missing)}: {config}")
+        recipe = read_recipe(config)
         return cls.build(
-            config["name"],
-            config["input_dim"],
-            config["context_dim"],
-            logit_alpha=config.get("logit_alpha"),
-            **config["options"],
+            recipe["name"],
+            recipe["input_dim"],
+            recipe["context_dim"],
+            logit_alpha=recipe["logit_alpha"],
+            **recipe["options"],
         )
 
     @torch.no_grad()

@@ -29,10 +29,10 @@ import torch
 
 from ._outputs import check_output, json_text
 from .checkpoint import load_model, save_checkpoint
-from .data import DIGITS_DIM, DIGITS_LEVELS, TOY_DATASETS, bits_per_dim, dataset
+from .data import DIGITS_DIM, DIGITS_LEVELS, TOY_DATASETS, bits_per_dim, dataset, load_array
 from .data.toy import _ALIASES
 from .distributions import Flow
-from .errors import DataError
+from .errors import DataError, ModelFileError, OptionError
 from .train import fit, resolve_device
 
 __all__ = ["evaluate_run", "fit_run", "sample_run"]
@@ -74,11 +74,23 @@ def _json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def _nll_metrics(model: Flow, data: torch.Tensor, digits: bool) -> dict[str, float]:
+def _nll_metrics(
+    model: Flow, data: torch.Tensor, digits: bool, context: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Mean NLL of ``data`` (with ``context``: one row for all, or one row per data row)."""
     model.eval()
+    chunks = data.split(4096)
+    if context is None or context.dim() == 1:
+        contexts = [context] * len(chunks)
+    else:
+        contexts = context.split(4096)
     with torch.no_grad():
         nll = float(
-            torch.cat([-model.log_prob(chunk) for chunk in data.split(4096)]).double().mean()
+            torch.cat(
+                [-model.log_prob(chunk, c) for chunk, c in zip(chunks, contexts, strict=True)]
+            )
+            .double()
+            .mean()
         )
     metrics = {"nll": nll}
     if digits:
@@ -167,19 +179,50 @@ def fit_run(
     return metrics
 
 
+def _context_rows(model: Flow, context: str | os.PathLike | None, rows: int, what: str):
+    """The context for ``rows`` values: one row of a file for all, or one row per value.
+
+    ``None`` for an unconditional model; an :class:`~pyroflows.errors.OptionError` saying
+    what to pass when a conditional model has no context, or the other way round.
+    """
+    if not model.context_dim:
+        if context is not None:
+            raise OptionError("this model is not conditional: it takes no --context")
+        return None
+    if context is None:
+        raise OptionError(
+            f"this model is conditional (context_dim={model.context_dim}): pass --context "
+            f"FILE, a .npy/.npz/.csv file of {model.context_dim} columns with one row (for "
+            f"every {what}) or one row per {what}; in Python: "
+            "pyroflows.checkpoint.load_model(path).sample((n,), context=...)"
+        )
+    values = load_array(context, expected_dim=model.context_dim, allow_constant_columns=True)
+    if len(values) == 1:
+        return values[0]
+    if len(values) != rows:
+        raise OptionError(
+            f"--context {context} has {len(values)} rows for {rows} {what}s: give one row, or "
+            f"one row per {what}"
+        )
+    return values
+
+
 def sample_run(
     model_dir: str | os.PathLike,
     num: int,
     out: str | os.PathLike,
     seed: int = 0,
     *,
+    context: str | os.PathLike | None = None,
     overwrite: bool = False,
 ):
     """Draw ``num`` samples from a saved model; write ``.npy`` or ``.csv`` (by suffix).
 
     The suffix is read case-insensitively; an existing ``out`` is replaced only with
     ``overwrite=True`` (it may be the training data). Both are checked before the model is
-    loaded.
+    loaded. A conditional model needs ``context``: a file with one row (used for every
+    sample) or ``num`` rows (one per sample). Non-finite samples are refused
+    (:class:`~pyroflows.errors.ModelFileError`) and nothing is written.
 
     Example:
         >>> import tempfile, pathlib
@@ -191,8 +234,15 @@ def sample_run(
     """
     out = check_output(out, SAMPLE_SUFFIXES, overwrite=overwrite, what="samples")
     model = load_model(model_dir)
+    rows = _context_rows(model, context, num, "sample")
     torch.manual_seed(seed)
-    samples = model.sample((num,)).cpu().double().numpy()
+    shape = (num,) if rows is None or rows.dim() == 1 else ()
+    samples = model.sample(shape, context=rows).cpu().double().numpy()
+    bad = int((~np.isfinite(samples).all(axis=1)).sum())
+    if bad:
+        raise ModelFileError(
+            f"{model_dir}: the model gave {bad} non-finite samples of {num}; nothing written"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         with out.open("wb") as file:  # np.save(path) would append .npy to "s.NPY"
@@ -203,7 +253,11 @@ def sample_run(
 
 
 def evaluate_run(
-    model_dir: str | os.PathLike, data: str, data_options: dict[str, Any] | None = None
+    model_dir: str | os.PathLike,
+    data: str,
+    data_options: dict[str, Any] | None = None,
+    *,
+    context: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """Mean NLL (nats per example) of a saved model on ``data``.
 
@@ -211,7 +265,8 @@ def evaluate_run(
     ``key``, ``header``), or a generated dataset's or the digits' test split (then also
     bits/dim), drawn with the seed and number of samples the run's ``metrics.json`` records
     (seed 0 and 10,000 without one), so that the run's own dataset gives exactly the run's
-    test NLL; the sphere mixture takes the model's dimension.
+    test NLL; the sphere mixture takes the model's dimension. A conditional model needs
+    ``context``: a file with one row (for every data row) or one row per data row.
 
     Example:
         >>> import tempfile
@@ -235,7 +290,9 @@ def evaluate_run(
         rows = dataset(data, expected_dim=model.input_dim, allow_constant_columns=True, **options)
     if rows.shape[1] != model.input_dim:
         raise DataError(f"the model has {model.input_dim} dimensions, {data} has {rows.shape[1]}")
-    return _nll_metrics(model, rows, data == "digits")
+    return _nll_metrics(
+        model, rows, data == "digits", _context_rows(model, context, len(rows), "data row")
+    )
 
 
 def _canonical(name: Any) -> Any:

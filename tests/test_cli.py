@@ -29,7 +29,11 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history["val_nll"]) == 2
     model = load_model(tmp_path)
-    assert model.config["options"] == {"num_layers": 2, "hidden_dims": [16, 16]}
+    assert model.config["options"] == {
+        "num_layers": 2,
+        "hidden_dims": [16, 16],
+        "transformer": None,
+    }
 
 
 def test_resume_continues_the_run_and_refuses_another_flow(tmp_path):

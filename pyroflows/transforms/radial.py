@@ -79,11 +79,10 @@ class Radial(FlowModule):
         return p["center"], alpha, beta
 
     def _log_det_at(self, radius: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+        # 1 + beta h - beta r h^2 = 1 + beta h (alpha h): no r h^2 to overflow or underflow
         h = 1 / (alpha + radius)
         beta_h = beta * h
-        return (self.input_dim - 1) * torch.log1p(beta_h) + torch.log1p(
-            beta_h - beta * radius * h**2
-        )
+        return (self.input_dim - 1) * torch.log1p(beta_h) + torch.log1p(beta_h * alpha * h)
 
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         center, alpha, beta = self._coefficients(context)
@@ -97,12 +96,13 @@ class Radial(FlowModule):
         offset_y = y - center
         radius_y = offset_y.norm(dim=-1)
         # Non-negative root of r^2 + b r - alpha r_y = 0 with b = alpha + beta - r_y, written
-        # without cancellation: 2 alpha r_y / (b + disc) for b >= 0, (disc - b) / 2 otherwise.
+        # without cancellation: 2 alpha r_y / (b + disc) for b >= 0, (disc - b) / 2 otherwise;
+        # disc = sqrt(b^2 + 4 alpha r_y) as a hypot, which does not overflow for huge r_y.
         b = alpha + beta - radius_y
-        disc = torch.sqrt(b**2 + 4 * alpha * radius_y)
+        disc = torch.hypot(b, 2 * torch.sqrt(alpha * radius_y))
         positive = b >= 0
         safe_denominator = torch.where(positive, b + disc, torch.ones_like(disc))
         radius = torch.where(positive, 2 * alpha * radius_y / safe_denominator, (disc - b) / 2)
-        ratio = (alpha + radius) / (alpha + radius + beta)
+        ratio = 1 / (1 + beta / (alpha + radius))  # (alpha + r) / (alpha + r + beta), r = inf too
         x = center + ratio.unsqueeze(-1) * offset_y
         return x, self._log_det_at(radius, alpha, beta)
