@@ -69,7 +69,7 @@ _collect_tutorials()
 nb_execution_mode = "off"  # tutorials are rendered with the outputs of their full run
 myst_enable_extensions = ["dollarmath"]
 source_suffix = {".rst": "restructuredtext", ".ipynb": "myst-nb", ".md": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "_sections"]  # included by pages
 
 html_theme = "furo"
 html_title = f"pyroflows {release}"

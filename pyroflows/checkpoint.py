@@ -9,7 +9,7 @@ tensor's dtype, shape and bytes, and every other value, in a defined order), whi
 :func:`load_checkpoint` checks: a flipped bit is refused instead of loaded.
 
 ``weights_only`` protects against code execution, not against wrong numbers or huge sizes:
-:func:`load_model` also checks the recipe (:func:`~pyroflows._recipe.read_recipe`), refuses
+:func:`load_model` also checks the recipe (fields, types, known options, version), refuses
 non-finite weights, and builds the model under an allocation limit set by the weights the
 file actually holds.
 """
@@ -85,7 +85,7 @@ def checksum(payload: dict[str, Any]) -> str:
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename).
 
-    The file also holds the payload's :func:`checksum` (under ``"sha256"``), which
+    The file also holds the payload's SHA-256 (``checksum``, under ``"sha256"``), which
     :func:`load_checkpoint` checks and removes.
 
     Example:
@@ -135,7 +135,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     Raises ``FileNotFoundError`` for a missing file and
     :class:`~pyroflows.errors.ModelFileError` (a ``ValueError``) for a file that is not a
     checkpoint (truncated, or holding pickled objects other than tensors and containers) or
-    whose stored :func:`checksum` does not match its contents ("weights corrupted"). Files
+    whose stored SHA-256 does not match its contents ("weights corrupted"). Files
     written before checksums load unchecked.
 
     Example:
@@ -171,9 +171,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 def check_config(expected: dict[str, Any] | None, found: dict[str, Any] | None, source: str):
     """Raise :class:`CheckpointMismatchError` naming every setting that differs.
 
-    Both recipes are compared as this release writes them (:func:`~pyroflows._recipe.
-    read_recipe`: options resolved, the version aside), so a file written before versioned
-    recipes fits the model built from the same options today.
+    Both recipes are compared as this release writes them (every option resolved, the
+    version aside), so a file written before versioned recipes fits the model built from the
+    same options today.
 
     Example:
         >>> from pyroflows.distributions import Flow
