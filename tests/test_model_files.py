@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from pyroflows import _recipe
+from pyroflows._allocation import AllocationLimitError, allocation_limit
 from pyroflows._version import __version__
 from pyroflows.checkpoint import (
     CheckpointMismatchError,
@@ -356,3 +357,27 @@ def test_sample_and_evaluate_take_a_context_file_row_41(tmp_path, conditional, c
         with torch.no_grad():
             nll = float(-conditional.log_prob(x, c).double().mean())
         assert json.loads(capsys.readouterr().out)["nll"] == pytest.approx(nll, rel=1e-6)
+
+
+def test_hand_made_configs_are_still_compared_as_they_are_row_38():
+    """Row 38: check_config normalises registry recipes only; a hand-made config compares
+    as it is (same dict fits, another is named)."""
+    check_config({"note": "mine"}, {"note": "mine"}, "c.pt")
+    with pytest.raises(CheckpointMismatchError, match="note"):
+        check_config({"note": "mine"}, {"note": "theirs"}, "c.pt")
+
+
+def test_allocation_limit_sizes_every_operation_before_it_runs_row_34():
+    """Row 34: the build's allocation limit knows each new tensor's size before it exists:
+    factories, broadcasting, repeat, and other operations (run on meta first)."""
+    column, row = torch.ones(3000, 1), torch.ones(1, 3000)
+    for make in (
+        lambda: torch.zeros(3000, 3000),
+        lambda: column >= row,  # a broadcast comparison, as MADE's masks
+        lambda: column.repeat(1, 3000),
+        lambda: column @ row,  # no rule of its own: sized on the meta device
+    ):
+        with pytest.raises(AllocationLimitError), allocation_limit(100_000):
+            make()
+    with allocation_limit(100_000):
+        assert (column[:10] @ row[:, :10]).shape == (10, 10)
