@@ -59,14 +59,6 @@ def _patch_default(monkeypatch, name: str, **defaults) -> None:
     )
 
 
-def _main_status(argv: list[str]) -> int:
-    """The exit status of the command, whether main() returns it or raises the error."""
-    try:
-        return main(argv)
-    except ModelFileError as error:
-        return error.exit_code
-
-
 # -- row 38: versioned recipes -----------------------------------------------------------------
 def test_recipe_records_every_resolved_option_and_the_version_row_38():
     """Row 38: the recipe pins the defaults the user did not pass (nsf bound, iaf stable)."""
@@ -286,8 +278,10 @@ def test_nan_weights_are_refused_and_sample_writes_nothing_row_35(tmp_path, caps
     with pytest.raises(ModelFileError, match="NaN or infinite values"):
         load_model(tmp_path)
     out = tmp_path / "x.npy"
-    status = _main_status(["sample", "--model", str(tmp_path), "-n", "5", "--out", str(out)])
-    assert status != 0 and not out.exists() and "wrote" not in capsys.readouterr().out
+    status = main(["sample", "--model", str(tmp_path), "-n", "5", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert status == ModelFileError.exit_code and not out.exists() and "wrote" not in printed.out
+    assert "NaN or infinite" in printed.err
 
 
 def test_non_finite_samples_are_not_written_row_35(tmp_path):
@@ -313,12 +307,15 @@ def conditional(tmp_path) -> Flow:
     return model
 
 
-def test_conditional_model_needs_context_and_says_how_row_41(tmp_path, conditional):
+def test_conditional_model_needs_context_and_says_how_row_41(tmp_path, conditional, capsys):
     """Row 41: without --context, sample/evaluate refuse up front, saying what to pass."""
     out = tmp_path / "s.npy"
-    with pytest.raises(OptionError, match=r"pass --context FILE.*in Python: .*context=") as caught:
-        main(["sample", "--model", str(tmp_path / "run"), "-n", "4", "--out", str(out)])
-    assert "\n" not in str(caught.value) and not out.exists()
+    argv = ["sample", "--model", str(tmp_path / "run"), "-n", "4", "--out", str(out)]
+    assert main(argv) == OptionError.exit_code and not out.exists()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "pass --context FILE" in line and "in Python:" in line and "context=" in line
+    with pytest.raises(OptionError, match="pass --context"):
+        sample_run(tmp_path / "run", 4, out)
     np.save(tmp_path / "data.npy", np.random.default_rng(0).normal(size=(6, 2)))
     with pytest.raises(OptionError, match="--context"):
         evaluate_run(tmp_path / "run", str(tmp_path / "data.npy"))
@@ -335,7 +332,8 @@ def test_sample_and_evaluate_take_a_context_file_row_41(tmp_path, conditional, c
     np.save(tmp_path / "one.npy", rng.normal(size=(1, 3)))
     np.savetxt(tmp_path / "rows.csv", rng.normal(size=(5, 3)), delimiter=",")
     out = tmp_path / "s.npy"
-    argv = ["sample", "--model", str(run), "-n", "5", "--out", str(out), "--seed", "3"]
+    argv = ["sample", "--model", str(run), "-n", "5", "--out", str(out), "--seed", "3",
+            "--overwrite"]  # fmt: skip
     assert main([*argv, "--context", str(tmp_path / "one.npy")]) == 0
     one = torch.from_numpy(np.load(tmp_path / "one.npy")).float()[0]
     torch.manual_seed(3)
@@ -347,7 +345,7 @@ def test_sample_and_evaluate_take_a_context_file_row_41(tmp_path, conditional, c
     np.testing.assert_allclose(np.load(out), conditional.sample((), context=rows).double(), 1e-6)
     assert "wrote 5 samples" in capsys.readouterr().out
     with pytest.raises(OptionError, match="has 5 rows for 4 samples"):
-        sample_run(run, 4, out, context=tmp_path / "rows.csv")
+        sample_run(run, 4, out, context=tmp_path / "rows.csv", overwrite=True)
     data = rng.normal(size=(5, 2))
     np.save(tmp_path / "data.npy", data)
     x = torch.from_numpy(data).float()
