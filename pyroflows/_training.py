@@ -112,51 +112,70 @@ SCHEDULES = (None, "constant", "cosine")
 
 
 class LearningRate:
-    r"""The learning rate of step :math:`t` (counted from 0) of a run of :math:`T` steps.
+    r"""The learning rate of step :math:`t` (counted from 0) of a run ending at step :math:`T`.
 
-    ``"cosine"``: :math:`\eta_t = \eta \cdot \tfrac12 (1 + \cos(\pi t / T))`, from ``lr`` down
-    to 0; ``"constant"`` or ``None``: ``lr`` throughout. A function of the step alone, so a
-    resumed run needs no schedule state.
+    ``"cosine"``: :math:`\eta_t = \eta \cdot \tfrac12 (1 + \cos(\pi (t - s) / (T - s)))`,
+    from ``lr`` at the segment's first step :math:`s` (``start_step``, 0 for a whole run)
+    down to 0 at :math:`T`; ``"constant"`` or ``None``: ``lr`` throughout. A function of the
+    step alone, so a resumed run needs no schedule state beyond :meth:`state`.
 
     Example:
         >>> rate = LearningRate(0.1, "cosine", total_steps=4)
         >>> [round(rate.at(t), 4) for t in range(5)]
         [0.1, 0.0854, 0.05, 0.0146, 0.0]
+        >>> LearningRate.from_state(rate.state()).at(2) == rate.at(2)
+        True
     """
 
-    def __init__(self, lr: float, schedule: str | None, total_steps: int):
+    def __init__(self, lr: float, schedule: str | None, total_steps: int, start_step: int = 0):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be 'cosine', 'constant' or None, got {schedule!r}")
         self.lr = lr
+        self.schedule = schedule
         self.cosine = schedule == "cosine"
-        self.total_steps = max(1, total_steps)
+        self.start_step = start_step
+        self.total_steps = max(start_step + 1, total_steps)
 
     def at(self, step: int) -> float:
         """The learning rate of step ``step``."""
         if not self.cosine:
             return self.lr
-        return self.lr * (0.5 * (1.0 + math.cos(math.pi * step / self.total_steps)))
+        progress = (step - self.start_step) / (self.total_steps - self.start_step)
+        return self.lr * (0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        """Set every parameter group's learning rate to that of ``step`` (no-op if constant)."""
-        if self.cosine:
-            value = self.at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = value
+        """Set every parameter group's learning rate to that of ``step``."""
+        value = self.at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = value
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint stores to rebuild this schedule (:meth:`from_state`)."""
+        return {
+            "lr": self.lr,
+            "schedule": self.schedule,
+            "start_step": self.start_step,
+            "total_steps": self.total_steps,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LearningRate:
+        """The schedule :meth:`state` describes."""
+        return cls(state["lr"], state["schedule"], state["total_steps"], state["start_step"])
 
     def state_dict(self, step: int) -> dict[str, Any] | None:
         """A :class:`~torch.optim.lr_scheduler.CosineAnnealingLR` state after ``step`` steps.
 
-        Older pyroflows versions resume from it; this one recomputes the rate from the step.
+        Older pyroflows versions resume from it; this one rebuilds the rate from :meth:`state`.
         """
         if not self.cosine:
             return None
         return {
-            "T_max": self.total_steps,
+            "T_max": self.total_steps - self.start_step,
             "eta_min": 0.0,
             "base_lrs": [self.lr],
-            "last_epoch": step,
-            "_step_count": step + 1,
+            "last_epoch": step - self.start_step,
+            "_step_count": step - self.start_step + 1,
             "_last_lr": [self.at(step)],
             "_get_lr_called_within_step": False,
         }

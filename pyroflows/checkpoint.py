@@ -3,10 +3,11 @@
 A checkpoint is one ``torch.save`` file holding only tensors, numbers, strings, lists and
 dicts, so :func:`load_checkpoint` can use ``torch.load(..., weights_only=True)``, which never
 runs code from the file. :func:`save_checkpoint` writes to a temporary file in the same folder,
-flushes it to disk and renames it over the target: a crash leaves either the old checkpoint
-or the new one, never half of one. It also stores a SHA-256 of the whole payload (every
-tensor's dtype, shape and bytes, and every other value, in a defined order), which
-:func:`load_checkpoint` checks: a flipped bit is refused instead of loaded.
+flushes it to disk, renames it over the target and flushes the folder: a crash or a power cut
+leaves either the old checkpoint or the new one, never half of one. It also stores a SHA-256
+of the whole payload (every tensor's dtype, shape and bytes, and every other value, in a
+defined order), which :func:`load_checkpoint` checks: a flipped bit is refused instead of
+loaded.
 
 ``weights_only`` protects against code execution, not against wrong numbers or huge sizes:
 :func:`load_model` also checks the recipe (fields, types, known options, version), refuses
@@ -16,17 +17,18 @@ file actually holds.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ._allocation import AllocationLimitError, allocation_limit
+from ._atomic import atomic_write
 from ._recipe import read_recipe
 from .errors import ModelFileError
 
@@ -83,8 +85,10 @@ def checksum(payload: dict[str, Any]) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temporary file, fsync, rename).
+    """Write ``payload`` to ``path`` atomically and durably (temporary file, fsync, rename).
 
+    The folder is created if needed and ``fsync`` ed after the rename; the file gets the
+    usual mode of a new file (``0644`` under umask ``022``). See :mod:`pyroflows._atomic`.
     The file also holds the payload's SHA-256 (``checksum``, under ``"sha256"``), which
     :func:`load_checkpoint` checks and removes.
 
@@ -99,17 +103,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     path = Path(path)
     payload = {**payload, CHECKSUM_KEY: checksum(payload)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda file: torch.save(payload, file))
 
 
 def _unreadable(path: Path, error: Exception) -> ModelFileError:
@@ -150,8 +144,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except OSError:  # permission denied, ...: not the file's fault
-        raise
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # permission denied, ...: not the file's fault
+            raise
+        # A truncated zip archive: torch seeks past its end ("[Errno 22] Invalid argument").
+        raise ModelFileError(
+            f"{path} is not a readable pyroflows checkpoint or model file: truncated or "
+            "corrupted (the archive ends too early)"
+        ) from None
     except Exception as error:  # truncated file, foreign pickle, ...
         raise _unreadable(path, error) from None
     if not isinstance(payload, dict):

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from . import errors
 from ._outputs import json_text
@@ -72,6 +73,8 @@ _CLI_NAMES = (
     (r"\bdim=", "--dim "),
     (r"\bnum_samples\b", "--num-samples"),
     (r"\boverwrite=True\b", "--overwrite"),
+    (r"\bresume=True\b", "--resume"),
+    (r"override=\{[^}]*\} \(command line: ([^)]*)\)", r"\1"),  # our messages give both
     (r"\bval_fraction=", "--val-fraction "),
     (r"use 'cpu' or 'auto'", "use --device cpu (or auto)"),
 )
@@ -157,6 +160,28 @@ def _add_data_file_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _override_value(text: str) -> Any:
+    """A setting's value as typed: an integer, a number, ``none``, or else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None if text.lower() == "none" else text
+
+
+def _overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["lr=1e-3,epochs=200", ...]`` (``--override``) as ``{"lr": 0.001, "epochs": 200}``."""
+    settings: dict[str, Any] = {}
+    for item in items or ():
+        for pair in filter(None, item.split(",")):
+            name, equals, value = pair.partition("=")
+            if not equals or not name.strip() or not value.strip():
+                raise OptionError(f"--override takes NAME=VALUE pairs, e.g. lr=1e-4, got {pair!r}")
+            settings[name.strip().replace("-", "_")] = _override_value(value.strip())
+    return settings
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -223,6 +248,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         num_samples=args.num_samples,
         data_options=data_options,
         resume=args.resume,
+        overwrite=args.overwrite,
+        override=_overrides(args.override),
         seed=args.seed,
         device=args.device,
         logit_alpha=args.logit_alpha,
@@ -344,7 +371,24 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="run folder to write")
     parser.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its checkpoint.pt"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint.pt, with the same settings",
+    )
+    parser.add_argument(
+        "--override",
+        action="append",
+        metavar="NAME=VALUE[,...]",
+        help="with --resume: change settings of the run from the resume point, e.g. "
+        "lr=1e-4,epochs=200 (epochs, batch_size, lr, schedule, weight_decay, clip_grad_norm, "
+        "patience; a new lr or length starts a new schedule from there); without it a "
+        "changed setting is refused",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its files are removed first); without it a folder "
+        "holding a run is refused",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of data, split and init")
     parser.add_argument("--device", default="auto", help="torch device; auto: CUDA if present")

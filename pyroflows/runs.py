@@ -5,9 +5,15 @@ A run folder holds
 * ``model.pt``: the model's recipe and weights (``weights_only`` loading;
   :func:`~pyroflows.checkpoint.load_model`),
 * ``checkpoint.pt``: the full training state, for ``--resume``,
-* ``history.json``: train and validation NLL per epoch,
-* ``metrics.json``: the settings, the best validation NLL and the test NLL (with bits per
-  dimension for the digits).
+* ``history.json``: train and validation NLL per epoch, and the overrides of resumed runs,
+* ``metrics.json``: the settings as used, the best validation NLL and the test NLL (with bits
+  per dimension for the digits),
+* ``run.json``: the manifest (run id, pyroflows version, data settings, and every file's
+  SHA-256 once written), and ``run.lock`` while a process writes the folder.
+
+Every file is written atomically and durably; a folder holding a run is not overwritten
+without ``overwrite=True`` (``--overwrite``), and two processes cannot write one folder at
+once (see :mod:`pyroflows._run_folder` and the "Runs and checkpoints" page).
 
 Datasets come from :func:`pyroflows.data.dataset`: a 2-D toy name (its test set, a quarter
 as many points, is drawn with the next seed), ``"sphere_mixture"`` (likewise; give its
@@ -21,19 +27,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._outputs import check_output, json_text
-from .checkpoint import load_model, save_checkpoint
+from ._outputs import check_output
+from ._run_folder import CHECKPOINT, RunFolder, open_run_folder
+from ._training import NonFiniteLossError
+from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .data import DIGITS_DIM, DIGITS_LEVELS, TOY_DATASETS, bits_per_dim, dataset, load_array
 from .data.toy import _ALIASES
 from .distributions import Flow
 from .errors import DataError, ModelFileError, OptionError
-from .train import fit, resolve_device
+from .train import History, fit, resolve_device
 
 __all__ = ["evaluate_run", "fit_run", "sample_run"]
 
@@ -68,12 +77,6 @@ def load_data(source: str, split: str, num_samples: int, seed: int, **options: A
     return dataset(source, **options)
 
 
-def _json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json_text(payload))
-    os.replace(temporary, path)
-
-
 def _nll_metrics(
     model: Flow, data: torch.Tensor, digits: bool, context: torch.Tensor | None = None
 ) -> dict[str, float]:
@@ -106,6 +109,8 @@ def fit_run(
     *,
     num_samples: int = _DEFAULT_NUM_SAMPLES,
     resume: bool = False,
+    overwrite: bool = False,
+    override: Mapping[str, Any] | None = None,
     seed: int = 0,
     device: str = "auto",
     logit_alpha: float | None = None,
@@ -117,11 +122,21 @@ def fit_run(
     ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"``:
     ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``data_options`` go to
     :func:`~pyroflows.data.dataset` (a file's ``key`` or ``header``, the sphere mixture's
-    ``dim``). The folder is created by the first checkpoint, so a run that fails before it
-    (bad data, a bad option) leaves no empty folder behind.
-    ``fit_options`` go to :func:`~pyroflows.train.fit` (``epochs``, ``batch_size``, ``lr``,
-    ...). Returns the metrics written to ``metrics.json`` (under ``torchrun`` only rank 0
-    writes them and returns them; the other ranks return an empty dict).
+    ``dim``). ``fit_options`` go to :func:`~pyroflows.train.fit` (``epochs``,
+    ``batch_size``, ``lr``, ...). Returns the metrics written to ``metrics.json`` (under
+    ``torchrun`` only rank 0 writes them and returns them; the other ranks return an empty
+    dict).
+
+    The folder (see the "Runs and checkpoints" page): one that holds a run raises
+    :class:`~pyroflows.errors.RunFolderError` unless ``resume=True`` continues it or
+    ``overwrite=True`` replaces it; so does one that another process writes. It is created
+    only after the data and options were checked, and a run that fails before its first
+    checkpoint leaves no empty folder behind. ``override`` (with ``resume=True``) changes
+    settings of the run from the resume point, as :func:`~pyroflows.train.fit` describes; the
+    data (``data``, ``num_samples``, ``data_options``, ``seed``) never change. If the fit
+    diverges (:class:`~pyroflows.train.NonFiniteLossError`), ``model.pt`` gets the best
+    epoch's parameters so far (when an epoch completed) and ``metrics.json`` the error, before
+    the error is raised; resume with ``override={"lr": ...}`` to go on.
 
     Example:
         >>> import tempfile
@@ -132,6 +147,8 @@ def fit_run(
         ['nll']
     """
     out = Path(out)
+    if resume and overwrite:
+        raise OptionError("resume continues the run in the folder, overwrite replaces it: not both")
     data_options = data_options or {}
     torch.manual_seed(seed)
     train = load_data(data, "train", num_samples, seed, **data_options)
@@ -143,40 +160,79 @@ def fit_run(
     if logit_alpha is None and data == "digits":
         logit_alpha = DIGITS_LOGIT_ALPHA
     model = Flow.build(flow, train.shape[1], logit_alpha=logit_alpha, **(options or {}))
-    history = fit(
-        model,
-        train,
-        checkpoint=out / "checkpoint.pt",
-        resume=resume,
-        seed=seed,
-        device=device,
-        **fit_options,
-    )
-    if int(os.environ.get("RANK", "0")) != 0:
-        return {}  # under torchrun, rank 0 writes the run folder
-    save_checkpoint(out / "model.pt", {"config": model.config, "model": model.state_dict()})
-    digits = data == "digits"
-    metrics: dict[str, Any] = {
+    fitting = {"resume": resume, "override": override, "seed": seed, "device": device}
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the run folder
+        fit(model, train, checkpoint=out / CHECKPOINT, **fitting, **fit_options)
+        return {}
+    source = {
         "data": str(data),
         "data_options": data_options,
-        "seed": seed,
         "num_samples": num_samples if _is_generated(data) else None,
+    }
+    record = {
+        **source,
+        "seed": seed,
         "flow": flow,
         "options": options or {},
         "logit_alpha": logit_alpha,
-        "fit": {k: v for k, v in fit_options.items() if k != "progress"},
+        "fit": {k: v for k, v in {**fit_options, **(override or {})}.items() if k != "progress"},
         "device": str(resolve_device(device)),
+    }
+    with open_run_folder(out, resume=resume, overwrite=overwrite, settings=source) as folder:
+        try:
+            history = fit(
+                model,
+                train,
+                checkpoint=folder.file(CHECKPOINT),
+                run_id=folder.run_id,
+                **fitting,
+                **fit_options,
+            )
+        except NonFiniteLossError as error:
+            note = _write_best_so_far(folder, model, test, {**record, "diverged": str(error)})
+            raise NonFiniteLossError(f"{error} {note}") from error
+        return _write_results(folder, model, history, test, record)
+
+
+def _write_results(
+    folder: RunFolder, model: Flow, history: History, test, record: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``model.pt``, ``history.json``, ``metrics.json``, then the manifest's file list."""
+    save_checkpoint(
+        folder.file("model.pt"),
+        {"config": model.config, "model": model.state_dict(), "run_id": folder.run_id},
+    )
+    metrics: dict[str, Any] = {
+        **record,
+        "run_id": folder.run_id,
         "epochs_run": len(history.epoch),
         "best_epoch": history.best_epoch,
         "best_val_nll": history.best_val_nll,
         "seconds": history.seconds[-1] if history.seconds else 0.0,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "overrides": history.overrides,
     }
     if test is not None:
-        metrics["test"] = _nll_metrics(model, test.to(next(model.buffers()).device), digits)
-    _json(out / "history.json", history.to_dict())
-    _json(out / "metrics.json", metrics)
+        device = next(model.buffers()).device
+        metrics["test"] = _nll_metrics(model, test.to(device), record["data"] == "digits")
+    folder.write_json("history.json", history.to_dict())
+    folder.write_json("metrics.json", metrics)
+    folder.finish()
     return metrics
+
+
+def _write_best_so_far(folder: RunFolder, model: Flow, test, record: dict[str, Any]) -> str:
+    """After a divergence: the best epoch's model and the metrics; says what was written."""
+    checkpoint = folder.file(CHECKPOINT)
+    saved = load_checkpoint(checkpoint) if checkpoint.is_file() else {}
+    history = History(**saved["history"]) if saved else History()
+    if history.best_epoch is None:
+        return "No epoch completed before it, so no model.pt was written."
+    model.load_state_dict(saved["best_model"])
+    _write_results(folder, model, history, test, record)
+    return (
+        f"{folder.file('model.pt')} holds the best parameters so far (epoch {history.best_epoch})."
+    )
 
 
 def _context_rows(model: Flow, context: str | os.PathLike | None, rows: int, what: str):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,6 +30,13 @@ from torch import Tensor
 from torch import distributed as torch_dist
 
 from ._casting import as_model_dtype
+from ._resume import (
+    apply_override,
+    changed_settings,
+    fingerprint,
+    override_record,
+    rescheduled,
+)
 from ._training import (
     LearningRate,
     NonFiniteGuard,
@@ -42,7 +51,7 @@ from ._training import (
 from .checkpoint import check_config, load_checkpoint, load_state, save_checkpoint
 from .data.degenerate import warn_if_degenerate
 from .distributions import Flow
-from .errors import DataError, OptionError
+from .errors import DataError, OptionError, RunFolderError
 
 __all__ = [
     "History",
@@ -131,7 +140,9 @@ class History:
     """Per-epoch record of a :func:`fit` run.
 
     Mean train and validation NLL (nats per example), learning rate and elapsed seconds per
-    epoch; ``best_epoch`` is the epoch whose parameters were kept.
+    epoch; ``best_epoch`` is the epoch whose parameters were kept; ``overrides`` lists the
+    settings changed on resume (``fit(..., override=...)``), each as ``{"step": s, "epoch": e,
+    "settings": {name: [old, new]}}``, ``s`` the steps and ``e`` the epochs done before it.
 
     Example:
         >>> history = History(epoch=[1, 2], train_nll=[2.0, 1.5], val_nll=[2.1, 1.7])
@@ -146,6 +157,7 @@ class History:
     seconds: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    overrides: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def best_val_nll(self) -> float | None:
@@ -278,7 +290,16 @@ def _copy_state(model: torch.nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-_POSITION = ("epoch", "batch", "step", "best", "since_best", "loss_sum", "loss_rows")
+_POSITION = (
+    "epoch",
+    "batch",
+    "step",
+    "best",
+    "since_best",
+    "loss_sum",
+    "loss_rows",
+    "batch_size",
+)
 
 
 @dataclass
@@ -292,6 +313,7 @@ class _RunState:
     since_best: int = 0  # epochs since then
     loss_sum: float = 0.0  # summed loss of the current epoch's rows
     loss_rows: int = 0
+    batch_size: int = 0  # the current epoch's batch size (0: unknown, older checkpoints)
     best_model: dict[str, Tensor] = field(default_factory=dict)
     history: History = field(default_factory=History)
 
@@ -306,7 +328,7 @@ class _RunState:
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Take the entries :meth:`state_dict` wrote from a checkpoint."""
         for name in _POSITION:
-            setattr(self, name, saved["state"][name])
+            setattr(self, name, saved["state"].get(name, getattr(_RunState, name)))
         self.best_model = saved["best_model"]
         self.history = History(**saved["history"])
 
@@ -325,15 +347,17 @@ class _Loop:
     guard: NonFiniteGuard
     data: _Data
     ranks: _Distributed
-    batch_size: int
     clip_grad_norm: float | None
     patience: int | None
     seed: int
-    steps_per_epoch: int
     max_steps: int | None
     checkpoint: Path | None
-    checkpoint_every: int
-    settings: dict[str, Any]
+    checkpoint_every: int | None  # None: once per epoch
+    settings: dict[str, Any]  # as used, with the overrides applied; saved in checkpoints
+    run_id: str | None
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return math.ceil(len(self.data.train) / batch_size)
 
     def out_of_steps(self, state: _RunState) -> bool:
         return self.max_steps is not None and state.step >= self.max_steps
@@ -348,30 +372,97 @@ class _Loop:
             config=self.model.config,
             model=self.model.state_dict(),
             scheduler=self.rate.state_dict(state.step),
+            rate=self.rate.state(),
             settings=self.settings,
+            run_id=self.run_id,
             **state.state_dict(),
         )
         save_checkpoint(self.checkpoint, payload)
 
 
-def _resume(path: Path | None, model: Flow, optimizer, state: _RunState, device) -> None:
-    """Load the model, optimizer, RNG states and run state saved at ``path``."""
+def _resume(path: Path | None, model: Flow, optimizer, state: _RunState, device, run_id):
+    """Load the model, optimizer, RNG states and run state saved at ``path``; return it all."""
     if path is None or not path.is_file():
         raise FileNotFoundError(f"resume=True but there is no checkpoint at {path}")
     saved = load_checkpoint(path, map_location=device)
     check_config(model.config, saved.get("config"), str(path))
+    if run_id is not None and saved.get("run_id") not in (None, run_id):
+        raise RunFolderError(
+            f"{path} belongs to run {saved['run_id']}, not to run {run_id}: the folder mixes "
+            "two runs"
+        )
     load_state(model, saved["model"], str(path))
     restore_training(saved, optimizer)
+    for group in optimizer.param_groups:  # the requested weight decay, not the saved one
+        group.update({key: optimizer.defaults[key] for key in _DECAY if key in optimizer.defaults})
     state.load_state_dict(saved)
+    if not state.batch_size:  # an older checkpoint: its epochs had the saved batch size
+        state.batch_size = saved.get("settings", {}).get("batch_size", 0)
+    return saved
 
 
-def _non_finite_message(steps_per_epoch: int, step: int, loss, norm) -> str:
-    shown = shown_values(loss, norm)
-    return (
-        f"non-finite loss or gradient at epoch {step // steps_per_epoch + 1}, step {step + 1}"
-        f"{shown}; the update was not applied, the model keeps its last good parameters. "
-        "Lower lr, or check the data."
+_DECAY = ("weight_decay", "decoupled_weight_decay")
+# The settings compared on resume (fit's "Resuming"): these can be overridden ...
+_OVERRIDABLE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "schedule",
+    "weight_decay",
+    "clip_grad_norm",
+    "patience",
+)
+# ... these start a new schedule segment when they change ...
+_RESCHEDULING = frozenset({"epochs", "batch_size", "lr", "schedule"})
+# ... and these never change: they define the data, its split and the epochs' order.
+_FIXED = ("seed", "val_fraction", "standardize", "data", "val_data")
+
+
+def _resumed_rate(loop: _Loop, state: _RunState, saved, changed, epochs: int) -> LearningRate:
+    """The schedule of a resumed run, with the ``changed`` settings applied."""
+    rate = LearningRate.from_state(saved["rate"]) if "rate" in saved else loop.rate
+    if {"patience", "epochs"} & changed.keys():
+        state.history.stopped_early = False  # a new patience or length: training goes on
+    if not changed.keys() & _RESCHEDULING:
+        return rate
+    # The last step: the epoch in progress at its batch size, then the remaining epochs.
+    settings = loop.settings
+    in_progress = loop.steps_per_epoch(state.batch_size) - state.batch if state.batch else 0
+    whole = max(epochs - state.epoch - (1 if state.batch else 0), 0)
+    end = state.step + in_progress + whole * loop.steps_per_epoch(settings["batch_size"])
+    lr = settings["lr"] if "lr" in changed else None
+    return rescheduled(rate, state.step, end, lr, settings["schedule"])
+
+
+def _nothing_to_do(state: _RunState, epochs: int, patience: int | None) -> str | None:
+    """Why a resumed run trains no further, or ``None`` when it goes on."""
+    if state.history.stopped_early:
+        return (
+            f"the run stopped early at epoch {state.epoch} (no better validation NLL for "
+            f"{patience} epochs) and is final: nothing was trained. To train on, raise patience "
+            "or epochs: override={'patience': ...} (command line: --override patience=...)"
+        )
+    if state.epoch >= epochs:
+        return (
+            f"the run is complete ({state.epoch} of {epochs} epochs): nothing was trained. To "
+            "train longer: override={'epochs': ..., 'lr': ...} (command line: --override "
+            "epochs=...,lr=...)"
+        )
+    return None
+
+
+def _non_finite_message(state: _RunState, checkpoint: Path | None, step: int, loss, norm) -> str:
+    text = (
+        f"non-finite loss or gradient at epoch {state.epoch + 1}, step {step + 1}"
+        f"{shown_values(loss, norm)}; the update was not applied, the model keeps its last "
+        "good parameters. Lower lr, or check the data."
     )
+    if checkpoint is not None:
+        text += (
+            f" To go on from the last checkpoint ({checkpoint}) with a lower rate, resume it: "
+            "override={'lr': ...} (command line: --resume --override lr=...)."
+        )
+    return text
 
 
 def _step(loop: _Loop, rows: Tensor, step: int) -> Tensor:
@@ -394,9 +485,10 @@ def _train_epoch(loop: _Loop, state: _RunState, bar) -> bool:
     # The epoch's loss is summed on the device and read at checkpoints and the epoch's end.
     running = torch.tensor(state.loss_sum, dtype=torch.float64, device=device)
     postfix_every = max(10, loop.guard.check_every)
-    while state.batch < loop.steps_per_epoch and not loop.out_of_steps(state):
-        start = state.batch * loop.batch_size
-        rows = order[start : start + loop.batch_size]
+    steps = loop.steps_per_epoch(state.batch_size)
+    while state.batch < steps and not loop.out_of_steps(state):
+        start = state.batch * state.batch_size
+        rows = order[start : start + state.batch_size]
         loss = _step(loop, rows, state.step)
         running += loss.detach().double() * len(rows) / loop.ranks.world
         state.loss_rows += len(rows)
@@ -407,11 +499,11 @@ def _train_epoch(loop: _Loop, state: _RunState, bar) -> bool:
             bar.update(1)
             if state.step % postfix_every == 0:
                 bar.set_postfix(nll=f"{float(running) / state.loss_rows:.4f}")
-        if loop.checkpoint is not None and state.step % loop.checkpoint_every == 0:
+        if loop.checkpoint_every is not None and state.step % loop.checkpoint_every == 0:
             state.loss_sum = float(running)
             loop.save(state)
     state.loss_sum = float(running)
-    return state.batch == loop.steps_per_epoch
+    return state.batch == steps
 
 
 def _end_epoch(loop: _Loop, state: _RunState, started: float, bar) -> bool:
@@ -419,12 +511,14 @@ def _end_epoch(loop: _Loop, state: _RunState, started: float, bar) -> bool:
     loop.guard.sync()
     state.epoch += 1
     state.batch = 0
+    state.batch_size = loop.settings["batch_size"]  # a new batch size starts with an epoch
     train_nll = state.loss_sum / max(state.loss_rows, 1)
     state.loss_sum, state.loss_rows = 0.0, 0
     val_nll = math.nan
     if loop.data.val is not None:
         loop.model.eval()
-        val_nll = _mean_nll(loop.model, loop.data.val, loop.data.val_context, 4 * loop.batch_size)
+        chunk = 4 * state.batch_size
+        val_nll = _mean_nll(loop.model, loop.data.val, loop.data.val_context, chunk)
         loop.model.train()
     history = state.history
     history.epoch.append(state.epoch)
@@ -444,6 +538,25 @@ def _end_epoch(loop: _Loop, state: _RunState, started: float, bar) -> bool:
     if loop.checkpoint is not None:
         loop.save(state)
     return loop.patience is not None and state.since_best >= loop.patience
+
+
+def _train(loop: _Loop, state: _RunState, epochs: int, progress: bool) -> None:
+    """The epochs of a run, from where ``state`` stands; a final checkpoint at the end."""
+    total_steps = loop.rate.total_steps if loop.max_steps is None else loop.max_steps
+    bar = progress_bar(progress and loop.ranks.main, total_steps, initial=state.step)
+    started = time.perf_counter() - (state.history.seconds[-1] if state.history.seconds else 0.0)
+    loop.model.train()
+    try:
+        while state.epoch < epochs and not loop.out_of_steps(state):
+            if not _train_epoch(loop, state, bar):
+                break  # max_steps reached mid-epoch
+            if _end_epoch(loop, state, started, bar):
+                state.history.stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    loop.save(state)  # the training state as it stands, so that a resume continues it
 
 
 def fit(
@@ -467,9 +580,11 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
+    override: Mapping[str, Any] | None = None,
     seed: int = 0,
     max_steps: int | None = None,
     compile: bool | dict[str, Any] = False,
+    run_id: str | None = None,
 ) -> History:
     r"""Fit ``model`` to ``data`` ``(N, D)`` by maximum likelihood; return the :class:`History`.
 
@@ -500,9 +615,25 @@ def fit(
 
     **Checkpoints.** With ``checkpoint`` (a file path) the full training state (model,
     optimizer, scheduler, RNG states, epoch, position in the epoch, best parameters, history,
-    model recipe) is written atomically every ``checkpoint_every`` steps (default: once per
-    epoch) and at the end. ``resume=True`` continues from it exactly; a checkpoint of another
-    architecture raises :class:`~pyroflows.checkpoint.CheckpointMismatchError`.
+    model recipe, settings) is written atomically every ``checkpoint_every`` steps (default:
+    once per epoch) and at the end. ``resume=True`` continues from it exactly; a checkpoint of
+    another architecture raises :class:`~pyroflows.checkpoint.CheckpointMismatchError`.
+
+    **Resuming.** The checkpoint's settings are compared with the request: ``epochs``,
+    ``batch_size``, ``lr``, ``schedule``, ``weight_decay``, ``clip_grad_norm``, ``patience``
+    (these can be overridden), and ``seed``, ``val_fraction``, ``standardize`` and the
+    training and validation rows themselves (these cannot). A difference raises
+    :class:`~pyroflows.errors.SettingsChangedError` naming each setting (old -> new), unless
+    ``override`` holds it: ``override={"lr": 1e-4}`` applies (its values replace the keyword
+    arguments of the same name) from the resume point on, and is recorded in
+    :attr:`History.overrides`. A new ``lr``, ``schedule``, ``epochs`` or ``batch_size``
+    starts a new schedule segment at the resume point: from the new rate (or from the rate the
+    run had reached, when only the length or batch size changed), decaying over the remaining
+    steps, never climbing back; a new ``batch_size`` applies from the next epoch (the epoch in
+    progress ends with its own). A run that stopped early (``patience``) is final: resuming it
+    with the same settings trains nothing and warns; override ``patience`` or ``epochs`` to
+    go on; a complete run likewise. A diverged run (:class:`NonFiniteLossError`) goes on from
+    its last checkpoint with a lower rate: ``resume=True, override={"lr": ...}``.
 
     **Compilation.** With ``compile=True`` the training step's log-likelihood (the model's
     ``forward``, i.e. ``log_prob`` of a batch, through ``DistributedDataParallel`` when it
@@ -545,10 +676,15 @@ def fit(
         checkpoint: file to write the training state to (atomically).
         checkpoint_every: steps between checkpoints (default: one epoch).
         resume: continue from ``checkpoint``.
+        override: settings to change when resuming, ``{name: new value}`` (see "Resuming").
         seed: seed of the validation split and of every epoch's data order.
-        max_steps: stop after this many optimizer steps in total (for smoke runs and tests).
+        max_steps: stop after this many optimizer steps in total (for smoke runs and tests;
+            not a setting: a resume may change it).
         compile: compile the training log-likelihood with :func:`torch.compile` (``True``,
             or a dict of its options); ``False`` (default) runs eagerly.
+        run_id: an identifier stored in every checkpoint; resuming a checkpoint of another
+            run raises :class:`~pyroflows.errors.RunFolderError` (``pyroflows fit`` uses the
+            id of the run folder's ``run.json``).
 
     Example:
         >>> import torch
@@ -563,6 +699,24 @@ def fit(
         name = model.config["name"] if model.config else type(model.flow).__name__
         raise OptionError(f"flow {name!r} has no trainable parameters: there is nothing to fit")
     parts = _prepare_data(model, data, context, val_data, val_context, val_fraction, seed)
+    path = None if checkpoint is None else Path(checkpoint)
+    requested = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "schedule": schedule,
+        "weight_decay": weight_decay,
+        "clip_grad_norm": clip_grad_norm,
+        "patience": patience,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "standardize": standardize,
+    }
+    if path is not None:  # what "the same data" means on resume
+        requested["data"] = fingerprint(parts.train, parts.context)
+        requested["val_data"] = fingerprint(parts.val, parts.val_context)
+    settings = apply_override(requested, override, resume=resume, overridable=_OVERRIDABLE)
+    epochs, batch_size, lr = settings["epochs"], settings["batch_size"], settings["lr"]
     if batch_size < 1 or epochs < 1:
         raise OptionError(f"batch_size and epochs must be positive, got {batch_size}, {epochs}")
 
@@ -579,54 +733,56 @@ def fit(
     if compile:
         trained = torch.compile(trained, **({} if compile is True else dict(compile)))
     parameters = [p for p in model.parameters() if p.requires_grad]
+    weight_decay = settings["weight_decay"]
     kind = torch.optim.AdamW if weight_decay else torch.optim.Adam
     optimizer = adam(parameters, lr, kind, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(parts.train) / batch_size)
-    # The schedule spans all epochs even when max_steps stops the run sooner: a run stopped
-    # by max_steps and resumed follows the same learning rates as one that never stopped.
-    rate = LearningRate(lr, schedule, epochs * steps_per_epoch)
 
-    state = _RunState(best_model=_copy_state(model))
-    path = None if checkpoint is None else Path(checkpoint)
-    if resume:
-        _resume(path, model, optimizer, state, device)
-    rate.apply(optimizer, state.step)
+    state = _RunState(best_model=_copy_state(model), batch_size=batch_size)
     loop = _Loop(
         model=model,
         trained=trained,
         parameters=parameters,
         optimizer=optimizer,
-        rate=rate,
-        guard=NonFiniteGuard(optimizer, device, partial(_non_finite_message, steps_per_epoch)),
+        # The schedule spans all epochs even when max_steps stops the run sooner: a run
+        # stopped by max_steps and resumed follows the same rates as one that never stopped.
+        rate=LearningRate(
+            lr, settings["schedule"], epochs * math.ceil(len(parts.train) / batch_size)
+        ),
+        guard=NonFiniteGuard(
+            optimizer, device, partial(_non_finite_message, state, path if ranks.main else None)
+        ),
         data=parts,
         ranks=ranks,
-        batch_size=batch_size,
-        clip_grad_norm=clip_grad_norm,
-        patience=patience,
+        clip_grad_norm=settings["clip_grad_norm"],
+        patience=settings["patience"],
         seed=seed,
-        steps_per_epoch=steps_per_epoch,
         max_steps=max_steps,
         checkpoint=path,
-        checkpoint_every=checkpoint_every or steps_per_epoch,
-        settings={"batch_size": batch_size, "lr": lr, "seed": seed},
+        checkpoint_every=checkpoint_every if path is not None else None,
+        settings=settings,
+        run_id=run_id,
     )
-    total_steps = epochs * steps_per_epoch if max_steps is None else max_steps
-    bar = progress_bar(progress and ranks.main, total_steps, initial=state.step)
-    started = time.perf_counter() - (state.history.seconds[-1] if state.history.seconds else 0.0)
-    model.train()
+    finished = None
+    if resume:
+        saved = _resume(path, model, optimizer, state, device, run_id)
+        fixed = [name for name in _FIXED if name in settings]
+        changed = changed_settings(
+            saved.get("settings", {}), settings, override, str(path), fixed=fixed
+        )
+        loop.rate = _resumed_rate(loop, state, saved, changed, epochs)
+        loop.run_id = run_id or saved.get("run_id")
+        finished = _nothing_to_do(state, epochs, loop.patience)
+        if changed and finished is None:
+            state.history.overrides.append(override_record(state.step, changed, epoch=state.epoch))
+    loop.rate.apply(optimizer, state.step)
     try:
-        while state.epoch < epochs and not loop.out_of_steps(state):
-            if not _train_epoch(loop, state, bar):
-                break  # max_steps reached mid-epoch
-            if _end_epoch(loop, state, started, bar):
-                state.history.stopped_early = True
-                break
+        if finished is not None:
+            warnings.warn(finished, UserWarning, stacklevel=2)
+        else:
+            _train(loop, state, epochs, progress)
     finally:
-        if bar is not None:
-            bar.close()
         if ranks.owned:
             torch_dist.destroy_process_group()
-    loop.save(state)  # the training state as it stands, so that a resume continues it
     if state.history.best_epoch is not None:
         model.load_state_dict(state.best_model)
     model.eval()

@@ -22,7 +22,7 @@ def _fit(out, *extra: str) -> int:
 def test_fit_writes_a_complete_run_folder(tmp_path):
     assert _fit(tmp_path) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["checkpoint.pt", "history.json", "metrics.json", "model.pt"]
+    assert names == ["checkpoint.pt", "history.json", "metrics.json", "model.pt", "run.json"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["flow"] == "realnvp" and metrics["options"]["hidden_dims"] == [16, 16]
     assert np.isfinite(metrics["test"]["nll"]) and metrics["epochs_run"] == 2
@@ -36,10 +36,17 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
     }
 
 
-def test_resume_continues_the_run_and_refuses_another_flow(tmp_path):
+def test_resume_continues_the_run_and_refuses_another_flow(tmp_path, capsys):
     assert _fit(tmp_path) == 0
-    assert _fit(tmp_path, "--resume", "--epochs", "3") == 0
-    assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 3
+    capsys.readouterr()
+    assert _fit(tmp_path, "--resume", "--epochs", "3") == 5  # row 64: never silently ignored
+    error = capsys.readouterr().err
+    assert "epochs 2 -> 3" in error and "--override epochs=3" in error
+    assert "override={" not in error  # the command line's option, not Python's keyword
+    assert _fit(tmp_path, "--resume", "--override", "epochs=3,lr=1e-4") == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and metrics["fit"]["epochs"] == 3
+    assert metrics["overrides"][0]["settings"] == {"epochs": [2, 3], "lr": [0.001, 0.0001]}
     with pytest.raises(CheckpointMismatchError, match="num_layers"):  # --debug: it propagates
         main(["--debug", "fit", "--data", "moons", "--flow", "realnvp", "--layers", "3",
               "--hidden", "16", "16", "--num-samples", "400", "--out", str(tmp_path), "--quiet",
@@ -122,3 +129,26 @@ def test_compile_reaches_fit(tmp_path, monkeypatch):
     assert _fit(tmp_path / "eager") == 0
     assert _fit(tmp_path / "compiled", "--compile") == 0
     assert seen == [False, True]  # fit's default, then --compile
+
+
+def test_override_and_overwrite_options(tmp_path, capsys):
+    """Rows 51 and 64 on the command line: --overwrite replaces a run, --override parses."""
+    from pyroflows.cli import _overrides
+    from pyroflows.errors import OptionError
+
+    assert _overrides(["lr=1e-3,epochs=200", "batch-size=64", "patience=none"]) == {
+        "lr": 1e-3,
+        "epochs": 200,
+        "batch_size": 64,
+        "patience": None,
+    }
+    assert _overrides(["schedule=constant"]) == {"schedule": "constant"}
+    with pytest.raises(OptionError, match="NAME=VALUE pairs"):
+        _overrides(["lr"])
+    assert _fit(tmp_path) == 0
+    capsys.readouterr()
+    assert _fit(tmp_path) == 4
+    error = capsys.readouterr().err
+    assert "holds a run" in error and "(--resume)" in error and "(--overwrite)" in error
+    assert _fit(tmp_path, "--overwrite", "--epochs", "1") == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs_run"] == 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,6 +31,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import Tensor
 
+from .._resume import apply_override, changed_settings, override_record, rescheduled
 from .._training import (
     LearningRate,
     NonFiniteGuard,
@@ -44,12 +45,15 @@ from .._training import (
     training_payload,
 )
 from ..checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from ._checks import NonFiniteDrawError
 
 __all__ = ["ElboTrace", "NonFiniteLossError", "train_guide"]
 
 # Optimizer names train_guide accepts; anything else must be an optimizer class or factory.
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 _CHECKPOINT_FORMAT = "pyroflows.train_guide/1"
+# Settings compared on resume; these can be overridden, the others cannot.
+_OVERRIDABLE = ("num_steps", "lr", "schedule", "clip_grad_norm")
 
 
 @dataclass
@@ -60,6 +64,8 @@ class ElboTrace:
     ``num_particles``-sample) estimate of :math:`-\mathrm{ELBO}` at the parameters *before*
     that step's update. ``seconds[i]`` is the wall time elapsed since the start of the run at
     the end of step ``i + 1`` (the first step includes set-up, e.g. JIT compilation).
+    ``overrides`` lists the settings changed on resume (``train_guide(..., override=...)``),
+    each as ``{"step": s, "settings": {name: [old, new]}}``, ``s`` the steps done before it.
 
     Example:
         >>> trace = ElboTrace(loss=[3.0, 2.0, 1.0], seconds=[0.5, 0.6, 0.8])
@@ -74,6 +80,7 @@ class ElboTrace:
     loss: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     stopped_early: bool = False
+    overrides: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def elbo(self) -> list[float]:
@@ -235,6 +242,7 @@ def train_guide(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
+    override: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> ElboTrace:
     r"""Fit ``guide`` to ``model``'s posterior by SVI; return the :class:`ElboTrace`.
@@ -261,7 +269,20 @@ def train_guide(
     :class:`~pyroflows.train.NonFiniteLossError` naming the step; that update is never
     applied, so the parameters keep their last good values. With fused Adam on a GPU the
     gradient check runs on the device and is read back every 50 steps and at checkpoints, so
-    the steps after a bad one (skipped on the device) may still reach ``callback``.
+    the steps after a bad one (skipped on the device) may still reach ``callback``. When
+    Pyro's validation refuses the values an update produced (a non-finite draw, a
+    distribution parameter outside its constraint) on a later step, that too raises
+    :class:`~pyroflows.train.NonFiniteLossError` naming the step, and the parameters go back
+    to their values before that update, the last whose loss was finite.
+
+    **Resuming.** A checkpoint stores the run's settings; ``resume=True`` compares them with
+    the request and raises :class:`~pyroflows.errors.SettingsChangedError` naming each
+    changed one (old -> new), unless ``override`` holds it: ``num_steps``, ``lr``,
+    ``schedule`` and ``clip_grad_norm`` can be overridden (``override={"lr": 1e-3}``: its
+    values replace the arguments of the same name), the optimizer, the loss, its particles
+    and the seed cannot. A new rate, schedule or length starts a new schedule segment at the
+    resume point (from the new rate, or from the rate the run had reached), decaying over
+    the remaining steps; each override is recorded in :attr:`ElboTrace.overrides`.
 
     Args:
         model: Pyro model.
@@ -292,19 +313,24 @@ def train_guide(
             and at the end: every parameter (by its Pyro name, unconstrained), the optimizer,
             the RNG states, the step and the :class:`ElboTrace`.
         checkpoint_every: steps between checkpoints.
-        resume: continue the run saved in ``checkpoint`` (if the file exists): the model and
+        resume: continue the run saved in ``checkpoint``, which must exist
+            (``FileNotFoundError`` otherwise, as :func:`~pyroflows.train.fit`): the model and
             guide are evaluated once to create their parameters, which then take the saved
             values, and the run goes on from the saved step exactly as if never stopped. A
             checkpoint of other parameters raises
-            :class:`~pyroflows.checkpoint.CheckpointMismatchError`. Files are read with
+            :class:`~pyroflows.checkpoint.CheckpointMismatchError`, an unreadable one
+            :class:`~pyroflows.errors.ModelFileError`. Files are read with
             ``torch.load(weights_only=True)``.
+        override: settings to change when resuming, ``{name: new value}`` (see "Resuming").
         **kwargs: keyword arguments of the model and guide.
 
     Returns:
         The :class:`ElboTrace` of per-step losses and elapsed times.
 
     Raises:
-        NonFiniteLossError: on a NaN or infinite loss or gradient.
+        NonFiniteLossError: on a NaN or infinite loss or gradient, or invalid values after an
+            update.
+        SettingsChangedError: on resume, a setting differs from the checkpoint's.
 
     References:
         Matthew D. Hoffman, David M. Blei, Chong Wang, John Paisley, "Stochastic variational
@@ -336,13 +362,10 @@ def train_guide(
         >>> abs(loc - 1.9) < 0.05, abs(scale - 0.224) < 0.03
         (True, True)
     """
-    if num_steps < 0:
-        raise ValueError(f"num_steps must be non-negative, got {num_steps}")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint file to resume from")
-    rate = LearningRate(lr, schedule, num_steps)
     if loss is None:
         loss = Trace_ELBO(
             num_particles=num_particles,
@@ -355,6 +378,23 @@ def train_guide(
             "loss; pass them to "
             f"the {type(loss).__name__} you give instead"
         )
+    requested = {
+        "num_steps": num_steps,
+        "lr": lr,
+        "schedule": schedule,
+        "clip_grad_norm": clip_grad_norm,
+        "optimizer": optimizer.lower() if isinstance(optimizer, str) else _name(optimizer),
+        "loss": _name(type(loss) if hasattr(loss, "loss_and_grads") else loss),
+        "num_particles": getattr(loss, "num_particles", None),
+        "vectorize_particles": getattr(loss, "vectorize_particles", None),
+        "max_plate_nesting": max_plate_nesting,
+        "seed": seed,
+    }
+    settings = apply_override(requested, override, resume=resume, overridable=_OVERRIDABLE)
+    num_steps, lr, schedule, clip_grad_norm = (settings[name] for name in _OVERRIDABLE)
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be non-negative, got {num_steps}")
+    rate = LearningRate(lr, schedule, num_steps)
     loss_and_grads = getattr(loss, "loss_and_grads", None) or _callable_loss_and_grads(loss)
     if seed is not None:
         pyro.set_rng_seed(seed)
@@ -366,28 +406,43 @@ def train_guide(
     optim: torch.optim.Optimizer | None = None
     trace = ElboTrace()
     first_step = 1
-    if resume and checkpoint is not None and Path(checkpoint).exists():
+    if resume:
+        saved = _load(checkpoint)
+        fixed = [name for name in settings if name not in _OVERRIDABLE]
+        changed = changed_settings(
+            saved.get("settings", {}), settings, override, str(checkpoint), fixed=fixed
+        )
         params.discover(evaluate)  # creates the parameters
         optim = _make_optimizer(optimizer, params.tensors, lr) if params.tensors else None
-        trace, first_step = _restore(checkpoint, params, optim)
+        trace = _restore(saved, checkpoint, params, optim)
+        first_step = saved["step"] + 1
+        rate = _resumed_rate(saved, rate, changed, trace, settings)
     guard = _guard(optim, params.tensors, num_steps)
     bar = progress_bar(progress, num_steps, initial=first_step - 1)
     started = time.perf_counter() - (trace.seconds[-1] if trace.seconds else 0.0)
+    last_good: list[Tensor] = []  # the parameters before the last update, whose loss was finite
 
     def save(step: int) -> None:
         guard.sync()  # only good steps are saved
         if checkpoint is not None and optim is not None:
-            save_checkpoint(checkpoint, _payload(step, params, optim, trace))
+            payload = _payload(step, params, optim, trace, settings=settings, rate=rate.state())
+            save_checkpoint(checkpoint, payload)
 
     try:
         for step in range(first_step, num_steps + 1):
+            try:
+                value = params.discover(evaluate) if optim is None else evaluate()
+            except ValueError as error:  # Pyro's validation met values the updates made
+                if not last_good or not _invalid_values(error):
+                    raise
+                guard.sync()  # an earlier bad step is the one to report
+                _put_back(params.tensors, last_good)
+                raise NonFiniteLossError(_invalid_message(step, num_steps, error)) from error
             if optim is None:  # as SVI.step: a parameter-only trace finds every parameter
-                value = params.discover(evaluate)
                 if params.tensors:
                     optim = _make_optimizer(optimizer, params.tensors, lr)
                     guard = _guard(optim, params.tensors, num_steps)
             else:
-                value = evaluate()
                 new = params.added()
                 if new:
                     tuned = isinstance(optimizer, str)  # ours: its kernel choice for the new
@@ -400,6 +455,7 @@ def train_guide(
             guard.check(loss_value if finite else math.nan, norm, step)
             if optim is not None:
                 rate.apply(optim, step - 1)
+                last_good = _remember(params.tensors, last_good)
                 optim.step()
                 optim.zero_grad(set_to_none=True)
             trace.loss.append(loss_value)
@@ -426,7 +482,44 @@ def train_guide(
     return trace
 
 
-def _payload(step: int, params: _Parameters, optim, trace: ElboTrace) -> dict[str, Any]:
+def _name(obj: Any) -> str:
+    """``module.QualifiedName`` of a class or function, as a checkpoint records it."""
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _invalid_values(error: ValueError) -> bool:
+    """Whether ``error`` is a validation error about the values a model or guide computed."""
+    return isinstance(error, NonFiniteDrawError) or str(error).startswith(
+        ("Expected parameter", "Expected value argument")
+    )
+
+
+def _invalid_message(step: int, num_steps: int, error: ValueError) -> str:
+    reason = str(error).splitlines()[0][:200].rstrip(":")
+    return (
+        f"invalid values at step {step} of {num_steps} ({reason}): the last update diverged. "
+        f"The parameters are back at their values before the update of step {step - 1}, the "
+        "last whose loss was finite. Lower lr, set clip_grad_norm, or check the model and guide."
+    )
+
+
+@torch.no_grad()
+def _remember(tensors: list[Tensor], copies: list[Tensor]) -> list[Tensor]:
+    """Copy ``tensors`` into ``copies`` (new copies when the parameters changed)."""
+    if len(copies) != len(tensors):
+        return [t.detach().clone() for t in tensors]
+    for copy, tensor in zip(copies, tensors, strict=True):
+        copy.copy_(tensor)
+    return copies
+
+
+@torch.no_grad()
+def _put_back(tensors: list[Tensor], copies: list[Tensor]) -> None:
+    for tensor, copy in zip(tensors, copies, strict=False):
+        tensor.copy_(copy)
+
+
+def _payload(step: int, params: _Parameters, optim, trace: ElboTrace, **fields) -> dict[str, Any]:
     names = params.names()
     return training_payload(
         optim,
@@ -435,14 +528,33 @@ def _payload(step: int, params: _Parameters, optim, trace: ElboTrace) -> dict[st
         param_names=names,
         params={name: p.detach().clone() for name, p in zip(names, params.tensors, strict=True)},
         trace=trace.to_dict(),
+        **fields,
     )
 
 
-def _restore(path, params: _Parameters, optim) -> tuple[ElboTrace, int]:
-    """Load a :func:`train_guide` checkpoint into the parameters and the optimizer."""
-    saved = load_checkpoint(path)
+def _load(path) -> dict[str, Any]:
+    """A :func:`train_guide` checkpoint, read with ``weights_only=True``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"resume=True but there is no checkpoint at {path}")
+    saved = load_checkpoint(path)  # ModelFileError naming the file if unreadable
     if saved.get("format") != _CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(f"{path} is not a train_guide checkpoint")
+    return saved
+
+
+def _resumed_rate(saved, rate: LearningRate, changed, trace: ElboTrace, settings) -> LearningRate:
+    """The schedule of a resumed run, with the ``changed`` settings applied and recorded."""
+    current = LearningRate.from_state(saved["rate"]) if "rate" in saved else rate
+    if changed:
+        trace.overrides.append(override_record(saved["step"], changed))
+    if not changed.keys() & {"num_steps", "lr", "schedule"}:
+        return current
+    lr = settings["lr"] if "lr" in changed else None
+    return rescheduled(current, saved["step"], settings["num_steps"], lr, settings["schedule"])
+
+
+def _restore(saved, path, params: _Parameters, optim) -> ElboTrace:
+    """Load a :func:`train_guide` checkpoint into the parameters and the optimizer."""
     names = params.names()
     if sorted(names) != sorted(saved["param_names"]):
         raise CheckpointMismatchError(
@@ -464,4 +576,4 @@ def _restore(path, params: _Parameters, optim) -> tuple[ElboTrace, int]:
     restore_training(saved, optim)
     trace = ElboTrace(**saved["trace"])
     trace.stopped_early = False  # a run stopped by its callback goes on when resumed
-    return trace, saved["step"] + 1
+    return trace

@@ -363,7 +363,7 @@ def test_elbo_trace_smoothing_serialisation_and_plot():
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
-def _resumable_run(path, num_steps, stop_after=None, resume=False):
+def _resumable_run(path, num_steps, stop_after=None, resume=False, lr=0.02, **options):
     """AutoFlow on a conjugate model; optionally stopped early by the callback."""
     from pyroflows.infer import AutoFlow
 
@@ -381,7 +381,7 @@ def _resumable_run(path, num_steps, stop_after=None, resume=False):
         guide,
         y,
         num_steps=num_steps,
-        lr=0.02,
+        lr=lr,
         schedule="cosine",
         num_particles=2,
         vectorize_particles=True,
@@ -390,6 +390,7 @@ def _resumable_run(path, num_steps, stop_after=None, resume=False):
         checkpoint_every=3,
         resume=resume,
         callback=(lambda step, loss: step == stop_after) if stop_after else None,
+        **options,
     )
     return guide, trace
 
@@ -406,11 +407,13 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
     assert len(resumed_trace.seconds) == 20
 
 
-def test_resume_without_a_file_starts_afresh_and_a_foreign_checkpoint_is_refused(tmp_path):
+def test_resume_without_a_file_raises_and_a_foreign_checkpoint_is_refused(tmp_path):
+    """Row 40: resume=True with a missing file raises as fit() does (it used to start afresh)."""
     from pyroflows.checkpoint import CheckpointMismatchError, save_checkpoint
 
-    _, trace = _resumable_run(tmp_path / "new.pt", 4, resume=True)
-    assert len(trace.loss) == 4 and (tmp_path / "new.pt").exists()
+    with pytest.raises(FileNotFoundError, match="resume=True but there is no checkpoint at"):
+        _resumable_run(tmp_path / "new.pt", 4, resume=True)
+    assert not (tmp_path / "new.pt").exists()
     save_checkpoint(tmp_path / "other.pt", {"format": "something else"})
     with pytest.raises(CheckpointMismatchError, match="not a train_guide checkpoint"):
         _resumable_run(tmp_path / "other.pt", 4, resume=True)
@@ -433,3 +436,64 @@ def test_a_checkpoint_of_other_parameters_is_refused(tmp_path):
     run(AutoNormal(model), resume=False)
     with pytest.raises(CheckpointMismatchError, match="holds parameters"):
         run(AutoDiagonalNormal(model), resume=True)
+
+
+def test_a_truncated_checkpoint_is_a_model_file_error_naming_the_file_row_40(tmp_path):
+    from pyroflows.errors import ModelFileError
+
+    path = tmp_path / "run.pt"
+    _resumable_run(path, 3)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match=rf"{path.name} is not a readable .*truncated") as info:
+        _resumable_run(path, 6, resume=True)
+    assert "Errno" not in str(info.value)
+
+
+def _scale_model(data):
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    loc = pyro.sample("loc", dist.Normal(torch.zeros(2), 5.0).to_event(1))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(loc, scale[..., None]).to_event(1), obs=data)
+
+
+@pytest.mark.filterwarnings(r"ignore:Encountered \+inf:UserWarning")
+@pytest.mark.parametrize("guide_kind", ["AutoNormal", "AutoFlow"])
+def test_a_huge_rate_raises_non_finite_and_restores_the_last_good_parameters_row_63(guide_kind):
+    """Row 63: lr=1e6 made Pyro's validation fail at step 2 with parameters left at 1e6."""
+    from pyroflows.infer import AutoFlow
+
+    data = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+    guide = (
+        AutoNormal(_scale_model) if guide_kind == "AutoNormal" else AutoFlow(_scale_model, "iaf")
+    )
+    pyro.set_rng_seed(0)
+    guide(data)  # creates the parameters at their initial values
+    initial = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    with pytest.raises(
+        NonFiniteLossError, match=r"invalid values at step 2 of 50 .*step 1"
+    ) as info:
+        train_guide(_scale_model, guide, data, num_steps=50, lr=1e6, progress=False)
+    assert isinstance(info.value.__cause__, ValueError)  # Pyro's own error, chained
+    for name, value in pyro.get_param_store().items():
+        torch.testing.assert_close(value, initial[name], rtol=0, atol=0, msg=name)
+
+
+def test_resume_refuses_changed_settings_and_applies_overrides(tmp_path):
+    """Issue 13 item 6: train_guide's resume compares settings as fit's does (cf. row 64)."""
+    from pyroflows.checkpoint import load_checkpoint
+    from pyroflows.errors import OptionError, SettingsChangedError
+
+    path = tmp_path / "run.pt"
+    _resumable_run(path, 20, stop_after=8)
+    with pytest.raises(SettingsChangedError, match=r"lr 0\.02 -> 0\.1.*override=\{'lr': 0\.1\}"):
+        _resumable_run(path, 20, resume=True, lr=0.1)
+    with pytest.raises(SettingsChangedError, match=r"num_steps 20 -> 30"):
+        _resumable_run(path, 30, resume=True)
+    with pytest.raises(OptionError, match="seed cannot change"):
+        _resumable_run(path, 20, resume=True, override={"seed": 3})
+    _, trace = _resumable_run(path, 20, resume=True, override={"lr": 0.01, "num_steps": 30})
+    assert len(trace.loss) == 30
+    assert trace.overrides == [{"step": 8, "settings": {"num_steps": [20, 30], "lr": [0.02, 0.01]}}]
+    saved = load_checkpoint(path)
+    assert saved["rate"] == {"lr": 0.01, "schedule": "cosine", "start_step": 8, "total_steps": 30}
+    assert saved["settings"]["num_steps"] == 30 and saved["settings"]["lr"] == 0.01
