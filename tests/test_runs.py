@@ -212,7 +212,8 @@ def test_a_run_that_stopped_early_is_final_unless_overridden_row_62(tmp_path):
 
 def test_a_folder_holding_a_run_is_not_overwritten_silently_row_51(tmp_path, monkeypatch):
     _run(tmp_path)
-    with pytest.raises(RunFolderError, match=r"holds a run \(checkpoint.pt, model.pt.*--overwrite"):
+    held = r"holds a run \(checkpoint.pt, model.pt.*\(overwrite=True\)"
+    with pytest.raises(RunFolderError, match=held):
         _run(tmp_path, "circles")
     with pytest.raises(OptionError, match="not both"):
         _run(tmp_path, resume=True, overwrite=True)
