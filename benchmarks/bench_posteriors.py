@@ -130,7 +130,7 @@ def parse_guide(text: str) -> GuideSpec:
         raise ValueError(f"guide {spec!r}: expected a JSON object of options, got {options!r}")
     flow_options = dict(options)
     flow = flow_options.pop("flow", "iaf")
-    guide_options = {k: flow_options.pop(k) for k in ("init_scale",) if k in flow_options}
+    guide_options = {k: flow_options.pop(k) for k in ("init_scale", "linear") if k in flow_options}
     make = partial(AutoFlow, flow=flow, **guide_options, **flow_options)
     try:
         make(lambda: None)  # AutoFlow checks the flow name and options when constructed
@@ -215,6 +215,41 @@ def run_one(problem: Problem, spec: GuideSpec, seed: int, budget: Budget) -> dic
         )
     record["seconds"] = time.perf_counter() - start
     return record
+
+
+def speed_ratios(
+    problem: Problem, specs: Sequence[GuideSpec], budget: Budget, steps: int, baseline: str
+) -> dict[str, dict[str, float]]:
+    """Milliseconds per SVI step of each guide, interleaved step by step, and the ratios.
+
+    Each guide has its own ``SVI`` (the budget's optimizer and loss) and its own Pyro param
+    store (``ParamStoreDict.scope``, entered outside the timed region); after 20 warm-up
+    steps each, the guides step round-robin ``steps`` times, so that the load of a shared
+    machine hits them alike. Returns ``{label: {"ms": median, "ratio": ms / baseline's}}``.
+    """
+    store = pyro.get_param_store()
+    pyro.set_rng_seed(0)
+    runs = []
+    for spec in specs:
+        with store.scope() as state:
+            guide = spec.make(problem.model)
+            runs.append(
+                (spec.label, state, SVI(problem.model, guide, budget.optimizer(), budget.loss()))
+            )
+    times: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    for round_ in range(20 + steps):
+        for label, state, svi in runs:
+            with store.scope(state):
+                tic = time.perf_counter()
+                svi.step()
+                if round_ >= 20:
+                    times[label].append(time.perf_counter() - tic)
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    base = medians.get(baseline)
+    return {
+        label: {"ms": 1e3 * ms, "ratio": ms / base if base else float("nan")}
+        for label, ms in medians.items()
+    }
 
 
 class NonFiniteDraws(ValueError):
@@ -369,12 +404,16 @@ def render_tables(records: list[dict[str, Any]]) -> str:
         runs = groups.get((name, guide), [])
         if not runs:
             return ""
-        return _cell(runs, *(("kl", "kl_se") if name in known else ("moment_error", None)), 3)
+        text = _cell(runs, *(("kl", "kl_se") if name in known else ("moment_error", None)), 3)
+        # a cell over fewer seeds than the table's says so (its ± is then not seed-to-seed)
+        if len(runs) == len(seeds):
+            return text
+        return f"{text} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
 
     tables = [
         (
             "KL(q || p) where log Z is known (*), else the worst standardized moment error; "
-            "mean over seeds ± standard error",
+            "mean over seeds ± standard error (over seeds; Monte Carlo for one seed)",
             main_cell,
             lambda name: f"{name} (*)" if name in known else name,
         ),
@@ -425,6 +464,32 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+SPEED_BASELINE = "AutoIAFNormal"
+
+
+def speed_table(
+    suite: dict[str, Problem],
+    names: Sequence[str],
+    specs: Sequence[GuideSpec],
+    budget: Budget,
+    steps: int,
+) -> None:
+    """Print the ``--speed`` table: ms per step and the ratio to ``AutoIAFNormal``, per problem."""
+    labels = [spec.label for spec in specs]
+    if SPEED_BASELINE not in labels:
+        specs = [parse_guide(SPEED_BASELINE), *specs]
+        labels = [SPEED_BASELINE, *labels]
+    print(
+        f"# {machine_line()}; ms per step (median of {steps} interleaved steps) and ratio "
+        f"to {SPEED_BASELINE}\n" + "problem".ljust(18) + "".join(f"{x[:22]:>24}" for x in labels),
+        flush=True,
+    )
+    for name in names:
+        result = speed_ratios(suite[name], specs, budget, steps, SPEED_BASELINE)
+        cells = [f"{result[label]['ms']:.2f} ({result[label]['ratio']:.2f}x)" for label in labels]
+        print(name.ljust(18) + "".join(f"{cell:>24}" for cell in cells), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -443,6 +508,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="skip runs already in --json")
     parser.add_argument("--quick", action="store_true", help="30 steps, 256 draws (smoke)")
     parser.add_argument("--table", default=None, help="render --json's runs to this file or -")
+    parser.add_argument(
+        "--speed",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="only time the guides: STEPS interleaved steps each, ratios to AutoIAFNormal",
+    )
     args = parser.parse_args(argv)
 
     if args.table is not None:
@@ -479,6 +551,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         lr=args.lr,
         draws=args.draws or (256 if args.quick else 4000),
     )
+    if args.speed is not None:
+        speed_table(suite, names, specs, budget, args.speed)
+        return
     done = {run_key(r) for r in read_records(args.json)} if args.resume and args.json else set()
 
     print(

@@ -459,8 +459,8 @@ def _non_finite_message(state: _RunState, checkpoint: Path | None, step: int, lo
     )
     if checkpoint is not None:
         text += (
-            f" To go on from the last checkpoint ({checkpoint}) with a lower rate, resume it: "
-            "override={'lr': ...} (command line: --resume --override lr=...)."
+            f" To go on from the last checkpoint ({checkpoint}), resume it with a lower rate, "
+            "e.g. override={'lr': 1e-4} (command line: --resume --override lr=1e-4)"
         )
     return text
 

@@ -15,6 +15,7 @@ __all__ = [
     "AUTOFLOW_INIT_SCALE",
     "GUIDE_SPLINE_BOUND",
     "autoflow_flow_options",
+    "autoflow_linear",
     "guide_flow_options",
 ]
 
@@ -22,6 +23,12 @@ __all__ = [
 # start as N(0, 1): with 0.1 (AutoNormal's default) the plain IAF's draws reached 1e14 on the
 # banana (KL 1e58) and went NaN on the funnel at d = 10; with 1.0 the KL was 0.011 and 0.08.
 AUTOFLOW_INIT_SCALE = 1.0
+
+# Registry flows after which AutoFlow puts a lower-triangular linear layer by default, so
+# that the guide's family contains AutoMultivariateNormal's. Measured on the posterior suite
+# (3 seeds): the 100-D correlated Gaussian's KL fell from 9.2 to 2.1 (AutoMultivariateNormal
+# 2.3) at unchanged funnel, banana and U1 scores. Other flows are unmeasured: pass linear=True.
+_AUTOFLOW_LINEAR = frozenset({"iaf"})
 
 # Splines are the identity outside [-bound, bound]. A guide's flow acts on standard normal
 # noise (the location and scale come after it), so bound 5 covers all but 6e-7 of its input
@@ -31,7 +38,7 @@ GUIDE_SPLINE_BOUND = 5.0
 
 
 def _one_hidden_layer(dim: int) -> list[int]:
-    return [max(32, 4 * dim)]
+    return [min(max(32, 4 * dim), 64)]
 
 
 # Registry defaults that AutoFlow overrides, by flow name; a callable gets the latent size.
@@ -43,6 +50,21 @@ def _one_hidden_layer(dim: int) -> list[int]:
 _AUTOFLOW_DEFAULTS: dict[str, dict[str, Any]] = {
     "iaf": {"stable": False, "num_layers": 3, "hidden_dims": _one_hidden_layer},
 }
+
+
+def autoflow_linear(flow: str | object, linear: bool | None = None) -> bool:
+    """Whether :class:`~pyroflows.infer.AutoFlow` ends ``flow`` with a triangular linear layer.
+
+    ``linear`` (the caller's choice) wins; by default only the registry flows measured on the
+    posterior suite get one (``"iaf"``); a callable flow is used as given.
+
+    Example:
+        >>> autoflow_linear("iaf"), autoflow_linear("nsf"), autoflow_linear("nsf", True)
+        (True, False, True)
+    """
+    if linear is not None:
+        return bool(linear)
+    return isinstance(flow, str) and flow in _AUTOFLOW_LINEAR
 
 
 def guide_flow_options(flow: str, options: dict[str, Any]) -> dict[str, Any]:
