@@ -76,6 +76,8 @@ _CLI_NAMES = (
     (r"\bresume=True\b", "--resume"),
     (r"override=\{[^}]*\} \(command line: ([^)]*)\)", r"\1"),  # our messages give both
     (r"\bval_fraction=", "--val-fraction "),
+    (r"\(num_layers, hidden_dims\)", "(--layers, --hidden)"),  # the model-size warning
+    (r"\bweight_decay=", "--weight-decay "),
     (r"use 'cpu' or 'auto'", "use --device cpu (or auto)"),
 )
 
@@ -290,7 +292,8 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         "--data",
         required=True,
         help="a 2-D toy name (" + ", ".join(TOY_DATASETS) + "), 'sphere_mixture' (with "
-        "--dim), 'digits' (scikit-learn 8x8 digits, dequantised; bits/dim reported), or a "
+        "--dim), 'digits' (scikit-learn 8x8 digits, dequantised afresh every epoch; bits/dim "
+        "reported), or a "
         ".npy/.npz/.csv file of rows",
     )
     _add_data_file_options(parser)

@@ -21,6 +21,7 @@ __all__ = [
     "DataError",
     "DataWarning",
     "ModelFileError",
+    "ModelSizeWarning",
     "OptionError",
     "PyroflowsError",
     "RunFolderError",
@@ -50,6 +51,15 @@ class DataWarning(UserWarning):
     """Data that can be used but deserve a look: collinear columns, extreme values, a cast.
 
     Silence it with ``warnings.filterwarnings("ignore", category=DataWarning)``.
+    """
+
+
+class ModelSizeWarning(UserWarning):
+    """A fit whose model is far larger than its data and that overfitted within a few epochs.
+
+    :func:`~pyroflows.train.fit` issues it once, at the end, naming the parameter count, the
+    training rows and the epoch kept, and what to try.
+    Silence it with ``warnings.filterwarnings("ignore", category=ModelSizeWarning)``.
     """
 
 

@@ -17,9 +17,11 @@ once (see :mod:`pyroflows._run_folder` and the "Runs and checkpoints" page).
 
 Datasets come from :func:`pyroflows.data.dataset`: a 2-D toy name (its test set, a quarter
 as many points, is drawn with the next seed), ``"sphere_mixture"`` (likewise; give its
-``dim`` in ``data_options``), ``"digits"`` (the 80/20 split with ``random_state=0``,
-dequantised; NLL also reported in bits/dim on the 17-level data) or a ``.npy``/``.npz``/``.csv``
-file (``data_options``: ``key``, ``header``). ``metrics.json`` records the seed, the number of
+``dim`` in ``data_options``), ``"digits"`` (the 80/20 split with ``random_state=0``; the
+training images are fitted as integers with the uniform dequantisation redrawn every epoch,
+:class:`~pyroflows.data.Dequantize`, while the test images keep one fixed draw from the seed;
+NLL also reported in bits/dim on the 17-level data) or a ``.npy``/``.npz``/``.csv`` file
+(``data_options``: ``key``, ``header``). ``metrics.json`` records the seed, the number of
 samples and the data options, so that :func:`evaluate_run` scores exactly the run's test set.
 """
 
@@ -38,11 +40,19 @@ from ._outputs import check_output
 from ._run_folder import CHECKPOINT, RunFolder, open_run_folder
 from ._training import NonFiniteLossError
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
-from .data import DIGITS_DIM, DIGITS_LEVELS, TOY_DATASETS, bits_per_dim, dataset, load_array
+from .data import (
+    DIGITS_DIM,
+    DIGITS_LEVELS,
+    TOY_DATASETS,
+    Dequantize,
+    bits_per_dim,
+    dataset,
+    load_array,
+)
 from .data.toy import _ALIASES
 from .distributions import Flow
 from .errors import DataError, ModelFileError, OptionError
-from .train import History, fit, resolve_device
+from .train import Augment, History, _augment_setting, fit, resolve_device
 
 __all__ = ["evaluate_run", "fit_run", "sample_run"]
 
@@ -115,12 +125,19 @@ def fit_run(
     device: str = "auto",
     logit_alpha: float | None = None,
     data_options: dict[str, Any] | None = None,
+    augment: Augment | str | None = "auto",
     **fit_options: Any,
 ) -> dict[str, Any]:
     """Fit registry flow ``flow`` (builder ``options``) to ``data``; write the run to ``out``.
 
     ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"``:
-    ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``data_options`` go to
+    ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``augment`` is
+    :func:`~pyroflows.train.fit`'s per-epoch draw of the training rows; ``"auto"`` (default)
+    means ``Dequantize(levels=17)`` for ``"digits"``, whose training images are then read as
+    integers (one row per image, so the validation split holds whole images) and dequantised
+    afresh every epoch, and nothing for other data; ``None`` for the digits fits one fixed
+    dequantisation draw. The test rows are never augmented: the digits' test images keep one
+    fixed draw from ``seed``. ``data_options`` go to
     :func:`~pyroflows.data.dataset` (a file's ``key`` or ``header``, the sphere mixture's
     ``dim``). ``fit_options`` go to :func:`~pyroflows.train.fit` (``epochs``,
     ``batch_size``, ``lr``, ...). Returns the metrics written to ``metrics.json`` (under
@@ -150,8 +167,13 @@ def fit_run(
     if resume and overwrite:
         raise OptionError("resume continues the run in the folder, overwrite replaces it: not both")
     data_options = data_options or {}
+    if isinstance(augment, str):
+        if augment != "auto":
+            raise OptionError(f"augment must be 'auto', None or a callable, got {augment!r}")
+        augment = Dequantize(DIGITS_LEVELS) if data == "digits" else None
+    raw = {"raw": True} if data == "digits" and augment is not None else {}
     torch.manual_seed(seed)
-    train = load_data(data, "train", num_samples, seed, **data_options)
+    train = load_data(data, "train", num_samples, seed, **data_options, **raw)
     test = (
         load_data(data, "test", num_samples, seed, **data_options)
         if _has_test_split(data)
@@ -160,7 +182,13 @@ def fit_run(
     if logit_alpha is None and data == "digits":
         logit_alpha = DIGITS_LOGIT_ALPHA
     model = Flow.build(flow, train.shape[1], logit_alpha=logit_alpha, **(options or {}))
-    fitting = {"resume": resume, "override": override, "seed": seed, "device": device}
+    fitting = {
+        "resume": resume,
+        "override": override,
+        "seed": seed,
+        "device": device,
+        "augment": augment,
+    }
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the run folder
         fit(model, train, checkpoint=out / CHECKPOINT, **fitting, **fit_options)
         return {}
@@ -175,6 +203,7 @@ def fit_run(
         "flow": flow,
         "options": options or {},
         "logit_alpha": logit_alpha,
+        "augment": _augment_setting(augment),
         "fit": {k: v for k, v in {**fit_options, **(override or {})}.items() if k != "progress"},
         "device": str(resolve_device(device)),
     }

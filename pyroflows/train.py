@@ -15,11 +15,14 @@ same parameters as one that never stopped. Under ``torchrun`` the same call trai
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 import os
+import re
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,9 +54,10 @@ from ._training import (
 from .checkpoint import check_config, load_checkpoint, load_state, save_checkpoint
 from .data.degenerate import warn_if_degenerate
 from .distributions import Flow
-from .errors import DataError, OptionError, RunFolderError
+from .errors import DataError, ModelSizeWarning, OptionError, RunFolderError
 
 __all__ = [
+    "Augment",
     "History",
     "NonFiniteLossError",
     "fit",
@@ -221,13 +225,19 @@ class _Data:
         return _Data(*(None if part is None else part.to(device) for part in parts))
 
 
-def _prepare_data(model, data, context, val_data, val_context, val_fraction, seed) -> _Data:
-    """Check the rows and contexts; split off validation rows when none are given."""
+def _prepare_data(
+    model, data, context, val_data, val_context, val_fraction, seed, augmented: bool
+) -> _Data:
+    """Check the rows and contexts; split off validation rows when none are given.
+
+    Rows to be ``augmented`` are checked for degeneracy once drawn (:func:`_augmentation`).
+    """
     if not 0 <= val_fraction < 1:
         raise OptionError(f"val_fraction must be in [0, 1), got {val_fraction}")
     dtype = model.data_loc.dtype
     data = validate_data(data, model.input_dim, dtype=dtype)
-    warn_if_degenerate(data)
+    if not augmented:
+        warn_if_degenerate(data)
     if model.context_dim:
         if context is None:
             raise DataError(f"the model is conditional: pass context (N, {model.context_dim})")
@@ -275,6 +285,73 @@ def _epoch_order(count: int, seed: int, epoch: int) -> Tensor:
     A resumed run therefore replays exactly the batches it would have seen.
     """
     return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+Augment = Callable[[Tensor, torch.Generator], Tensor]
+"""The type of :func:`fit`'s ``augment``: ``augment(rows, generator) -> rows`` of one shape."""
+
+
+def _stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed of the random stream named ``stream`` in a run seeded with ``seed``."""
+    digest = hashlib.sha256(f"pyroflows:{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _augment_setting(augment: Augment | None) -> str | None:
+    """What checkpoints record of ``augment``: its ``repr`` (a function's qualified name).
+
+    Memory addresses (``at 0x...``) are dropped: they differ between processes.
+    """
+    if augment is None:
+        return None
+    if inspect.isfunction(augment):
+        text = f"{augment.__module__}.{augment.__qualname__}"
+    else:
+        text = repr(augment)
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+
+
+@dataclass(frozen=True)
+class _Augmentation:
+    """:func:`fit`'s ``augment`` with the run's seed: draws that are functions of (seed, epoch)."""
+
+    function: Augment
+    seed: int
+
+    def draw(self, rows: Tensor, stream: int | str) -> Tensor:
+        """``function(rows, generator)``, the generator seeded from the seed and ``stream``.
+
+        ``stream`` is an epoch (counted from 0) or ``"validation"``; ``rows`` and the result
+        are on the CPU, checked like the data (shape, finite values, the model's dtype).
+        """
+        seed = _stream_seed(self.seed, f"augment:{stream}")
+        drawn = self.function(rows, torch.Generator().manual_seed(seed))
+        what = f"epoch {stream + 1}" if isinstance(stream, int) else stream
+        what = f"augment's {what} rows"
+        if not isinstance(drawn, Tensor) or drawn.shape != rows.shape:
+            shape = tuple(drawn.shape) if isinstance(drawn, Tensor) else type(drawn).__name__
+            raise DataError(
+                f"{what}: augment must return a tensor of its input's shape {tuple(rows.shape)}"
+                f", got {shape}"
+            )
+        return validate_data(drawn.to("cpu"), rows.shape[1], what, rows.dtype)
+
+
+def _augmentation(
+    augment: Augment | None, parts: _Data, seed: int, val_given: bool
+) -> tuple[_Augmentation | None, Tensor]:
+    """The augmentation, and the rows of the first epoch (checked for degeneracy).
+
+    A validation split of ``data`` (``val_given`` false) gets one fixed draw, in place.
+    """
+    if augment is None:
+        return None, parts.train
+    augmentation = _Augmentation(augment, seed)
+    first = augmentation.draw(parts.train.to("cpu"), 0)
+    warn_if_degenerate(first)
+    if parts.val is not None and not val_given:
+        parts.val = augmentation.draw(parts.val.to("cpu"), "validation")
+    return augmentation, first
 
 
 @torch.no_grad()
@@ -355,9 +432,21 @@ class _Loop:
     checkpoint_every: int | None  # None: once per epoch
     settings: dict[str, Any]  # as used, with the overrides applied; saved in checkpoints
     run_id: str | None
+    # With `augment`: the training rows as given (on the CPU); `data.train` then holds the
+    # rows drawn for epoch `drawn_epoch` (counted from 0), on the device.
+    augment: _Augmentation | None = None
+    raw_train: Tensor | None = None
+    drawn_epoch: int = 0
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return math.ceil(len(self.data.train) / batch_size)
+
+    def draw_epoch(self, epoch: int) -> None:
+        """Make ``data.train`` the rows of ``epoch`` (a resumed epoch gets the same draw)."""
+        if self.augment is not None and self.drawn_epoch != epoch:
+            device = self.data.train.device
+            self.data.train = self.augment.draw(self.raw_train, epoch).to(device)
+            self.drawn_epoch = epoch
 
     def out_of_steps(self, state: _RunState) -> bool:
         return self.max_steps is not None and state.step >= self.max_steps
@@ -415,7 +504,41 @@ _OVERRIDABLE = (
 # ... these start a new schedule segment when they change ...
 _RESCHEDULING = frozenset({"epochs", "batch_size", "lr", "schedule"})
 # ... and these never change: they define the data, its split and the epochs' order.
-_FIXED = ("seed", "val_fraction", "standardize", "data", "val_data")
+_FIXED = ("seed", "val_fraction", "standardize", "augment", "data", "val_data")
+
+# The model-size check at the end of fit() ("Model size" in its docstring): more trainable
+# parameters than numbers in the training rows (N x D), and the validation NLL best within the
+# first EARLY_EPOCHS epochs of a run that early stopping ended.
+PARAMETERS_PER_VALUE = 1.0
+EARLY_EPOCHS = 5
+
+
+def _size_warning(model: Flow, parts: _Data, history: History, augmented: bool) -> str | None:
+    """The :class:`~pyroflows.errors.ModelSizeWarning` message of a run, or ``None``."""
+    rows, dim = parts.train.shape
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    best = history.best_epoch
+    if (
+        parts.val is None
+        or not history.stopped_early
+        or best is None
+        or best > EARLY_EPOCHS
+        or parameters <= PARAMETERS_PER_VALUE * rows * dim
+    ):
+        return None
+    redraw = (
+        ""
+        if augmented
+        else ", or, for discrete data, dequantisation noise redrawn every epoch (in Python: "
+        "fit(..., augment=pyroflows.data.Dequantize(levels)) on the integers)"
+    )
+    return (
+        f"the model has {parameters:,} parameters for {rows:,} training rows of {dim} values "
+        f"({parameters / (rows * dim):.3g} parameters per value), and early stopping kept epoch "
+        f"{best} of {len(history.epoch)}: the model overfits the training rows. Try fewer or "
+        "narrower layers (num_layers, hidden_dims), weight decay (weight_decay=1e-4 or "
+        f"more), more training rows{redraw}"
+    )
 
 
 def _resumed_rate(loop: _Loop, state: _RunState, saved, changed, epochs: int) -> LearningRate:
@@ -480,6 +603,7 @@ def _step(loop: _Loop, rows: Tensor, step: int) -> Tensor:
 
 def _train_epoch(loop: _Loop, state: _RunState, bar) -> bool:
     """Take the current epoch's remaining steps; ``False`` if ``max_steps`` cut it short."""
+    loop.draw_epoch(state.epoch)
     device = loop.data.train.device
     order = _epoch_order(len(loop.data.train), loop.seed, state.epoch).to(device)
     # The epoch's loss is summed on the device and read at checkpoints and the epoch's end.
@@ -575,6 +699,7 @@ def fit(
     clip_grad_norm: float | None = 5.0,
     patience: int | None = 20,
     standardize: bool = True,
+    augment: Augment | None = None,
     device: str | torch.device = "auto",
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
@@ -601,6 +726,27 @@ def fit(
     **Standardisation.** With ``standardize=True`` the model's data statistics are set from
     the training rows (unless resuming), so the flow sees zero-mean, unit-variance data.
 
+    **Augmentation (per-epoch data draws).** ``augment(rows, generator)`` returns new rows of
+    the same shape drawn with ``generator`` (a :class:`torch.Generator` on the CPU; ``rows``
+    are the training rows as given, on the CPU, in the model's dtype). It is called once at
+    the start of every epoch, with the generator seeded from ``(seed, epoch)``, and that
+    epoch trains on its result, so that every epoch sees a new draw. The draws are a
+    function of the seed and the epoch alone: the same on any device and in every process
+    of a distributed run, and a run resumed mid-epoch redraws exactly the rows it was
+    training on. ``augment`` must draw its randomness from ``generator`` only (not from
+    global random states). :class:`~pyroflows.data.Dequantize` is the uniform
+    dequantisation :math:`x = (k + u) / L`, :math:`u \sim \mathcal{U}[0, 1)^D`, of integer
+    data :math:`k`: ``fit(model, k, augment=Dequantize(levels=17))`` redraws :math:`u` every
+    epoch. The validation rows split off ``data`` (``val_fraction``) get one fixed draw (its
+    generator is seeded from ``seed`` alone), so that the validation NLL of every epoch is
+    scored on the same rows; ``val_data``, when given, is used as it is (pass it already
+    transformed). The standardisation statistics are those of the first epoch's draw (one
+    draw of the whole transform, which suits any ``augment``, a logit-space model included);
+    the degeneracy checks look at that draw too. The setting is recorded in checkpoints as
+    ``augment``'s ``repr`` (a function's qualified name), and a resume with another one is
+    refused: give an augmentation class a ``repr`` that shows its parameters, as
+    ``Dequantize(levels=17)`` does, to have a changed parameter refused as well.
+
     **Data.** Rows and contexts are detached from any autograd graph and cast to the model's
     dtype (float64 rows into a float32 model warn once with a
     :class:`~pyroflows.errors.DataWarning`), then checked (:func:`validate_data`); collinear
@@ -621,8 +767,8 @@ def fit(
 
     **Resuming.** The checkpoint's settings are compared with the request: ``epochs``,
     ``batch_size``, ``lr``, ``schedule``, ``weight_decay``, ``clip_grad_norm``, ``patience``
-    (these can be overridden), and ``seed``, ``val_fraction``, ``standardize`` and the
-    training and validation rows themselves (these cannot). A difference raises
+    (these can be overridden), and ``seed``, ``val_fraction``, ``standardize``, ``augment``
+    and the training and validation rows themselves (these cannot). A difference raises
     :class:`~pyroflows.errors.SettingsChangedError` naming each setting (old -> new), unless
     ``override`` holds it: ``override={"lr": 1e-4}`` applies (its values replace the keyword
     arguments of the same name) from the resume point on, and is recorded in
@@ -634,6 +780,16 @@ def fit(
     with the same settings trains nothing and warns; override ``patience`` or ``epochs`` to
     go on; a complete run likewise. A diverged run (:class:`NonFiniteLossError`) goes on from
     its last checkpoint with a lower rate: ``resume=True, override={"lr": ...}``.
+
+    **Model size.** A model with more trainable parameters than there are numbers in its
+    training rows (:math:`N \cdot D`) whose validation NLL was best within the first 5
+    epochs of a run that early stopping ended has overfitted: ``fit`` then warns once, at the
+    end, with a :class:`~pyroflows.errors.ModelSizeWarning` naming both numbers and what to
+    try (fewer or narrower layers, weight decay, more data, a dequantisation redrawn every
+    epoch). The README's 1.09M-parameter coupling NSF on the 1,293 training rows of the 8 x 8
+    digits (13 parameters per value), best at epoch 5 of 25 with a fixed dequantisation, is
+    the case it is made for. Either sign alone is no fault: a large model can generalise
+    (with weight decay or fresh draws), and a small one may peak early on easy data.
 
     **Compilation.** With ``compile=True`` the training step's log-likelihood (the model's
     ``forward``, i.e. ``log_prob`` of a batch, through ``DistributedDataParallel`` when it
@@ -671,13 +827,17 @@ def fit(
         clip_grad_norm: maximum gradient norm (``None``: no clipping).
         patience: epochs without a better validation NLL before stopping (``None``: never).
         standardize: set the model's data statistics from the training rows.
+        augment: ``augment(rows, generator) -> rows``, a new draw of the training rows at every
+            epoch (see "Augmentation"), e.g. :class:`~pyroflows.data.Dequantize`; ``None``
+            (default): the rows as given.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...
         progress: show a tqdm progress bar with the running loss.
         checkpoint: file to write the training state to (atomically).
         checkpoint_every: steps between checkpoints (default: one epoch).
         resume: continue from ``checkpoint``.
         override: settings to change when resuming, ``{name: new value}`` (see "Resuming").
-        seed: seed of the validation split and of every epoch's data order.
+        seed: seed of the validation split, of every epoch's data order and of the
+            ``augment`` draws.
         max_steps: stop after this many optimizer steps in total (for smoke runs and tests;
             not a setting: a resume may change it).
         compile: compile the training log-likelihood with :func:`torch.compile` (``True``,
@@ -698,7 +858,9 @@ def fit(
     if not any(p.requires_grad for p in model.parameters()):
         name = model.config["name"] if model.config else type(model.flow).__name__
         raise OptionError(f"flow {name!r} has no trainable parameters: there is nothing to fit")
-    parts = _prepare_data(model, data, context, val_data, val_context, val_fraction, seed)
+    parts = _prepare_data(
+        model, data, context, val_data, val_context, val_fraction, seed, augment is not None
+    )
     path = None if checkpoint is None else Path(checkpoint)
     requested = {
         "epochs": epochs,
@@ -711,6 +873,7 @@ def fit(
         "seed": seed,
         "val_fraction": val_fraction,
         "standardize": standardize,
+        "augment": _augment_setting(augment),
     }
     if path is not None:  # what "the same data" means on resume
         requested["data"] = fingerprint(parts.train, parts.context)
@@ -723,8 +886,10 @@ def fit(
     ranks = _distributed_setup(device)
     if device.type == "cuda" and ranks.world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ranks.rank)))
+    raw_train = parts.train.to("cpu") if augment is not None else None
+    augmentation, parts.train = _augmentation(augment, parts, seed, val_data is not None)
     if standardize and not resume:
-        model.standardize_with(parts.train)
+        model.standardize_with(parts.train)  # with augment: from the first epoch's rows
     model.to(device)
     parts = parts.to(device)
     trained = model
@@ -761,14 +926,16 @@ def fit(
         checkpoint_every=checkpoint_every if path is not None else None,
         settings=settings,
         run_id=run_id,
+        augment=augmentation,
+        raw_train=raw_train,
     )
     finished = None
     if resume:
         saved = _resume(path, model, optimizer, state, device, run_id)
         fixed = [name for name in _FIXED if name in settings]
-        changed = changed_settings(
-            saved.get("settings", {}), settings, override, str(path), fixed=fixed
-        )
+        # Checkpoints of versions without augment were written without one.
+        saved_settings = {"augment": None, **saved.get("settings", {})}
+        changed = changed_settings(saved_settings, settings, override, str(path), fixed=fixed)
         loop.rate = _resumed_rate(loop, state, saved, changed, epochs)
         loop.run_id = run_id or saved.get("run_id")
         finished = _nothing_to_do(state, epochs, loop.patience)
@@ -786,4 +953,7 @@ def fit(
     if state.history.best_epoch is not None:
         model.load_state_dict(state.best_model)
     model.eval()
+    too_large = _size_warning(model, parts, state.history, augment is not None)
+    if finished is None and ranks.main and too_large:
+        warnings.warn(too_large, ModelSizeWarning, stacklevel=2)
     return state.history

@@ -7,7 +7,8 @@
   dimension, with its exact density: :func:`sphere_mixture`,
   :func:`sphere_mixture_distribution`.
 * The scikit-learn 8 x 8 digits (optional extra ``pyroflows[digits]``): :func:`load_digits`,
-  with the image-density helpers :func:`dequantize`, :func:`logit_transform`,
+  with the image-density helpers :func:`dequantize` (and :class:`Dequantize`, its per-epoch
+  redraw for :func:`~pyroflows.train.fit`), :func:`logit_transform`,
   :func:`inverse_logit_transform` and :func:`bits_per_dim`.
 * Users' data: :func:`load_array` reads ``.npy``, ``.npz`` and ``.csv`` files and rejects bad
   data (NaN rows, wrong dimension, constant columns, ...) with messages that say where.
@@ -23,6 +24,7 @@ from __future__ import annotations
 from .digits import (
     DIGITS_DIM,
     DIGITS_LEVELS,
+    Dequantize,
     bits_per_dim,
     dequantize,
     inverse_logit_transform,
@@ -39,6 +41,7 @@ __all__ = [
     "DIGITS_DIM",
     "DIGITS_LEVELS",
     "TOY_DATASETS",
+    "Dequantize",
     "bits_per_dim",
     "dataset",
     "dequantize",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -29,6 +30,7 @@ from ..transforms import LogitTransform
 __all__ = [
     "DIGITS_DIM",
     "DIGITS_LEVELS",
+    "Dequantize",
     "bits_per_dim",
     "dequantize",
     "inverse_logit_transform",
@@ -101,7 +103,7 @@ def load_digits(
     return torch.as_tensor(images, dtype=dtype, device=device)
 
 
-def dequantize(x: Tensor, levels: int = DIGITS_LEVELS, seed: int = 0) -> Tensor:
+def dequantize(x: Tensor, levels: int = DIGITS_LEVELS, seed: int | torch.Generator = 0) -> Tensor:
     r"""Uniform dequantisation of integer data to :math:`[0, 1)`.
 
     .. math::
@@ -110,13 +112,16 @@ def dequantize(x: Tensor, levels: int = DIGITS_LEVELS, seed: int = 0) -> Tensor:
 
     for integer values :math:`k \in \{0, \dots, L - 1\}`. A density :math:`p` on
     :math:`[0, 1)^D` then gives a lower bound on the log-probability of the discrete data
-    (see :func:`bits_per_dim`). The noise is drawn in float64 by a local generator; the
-    result is rounded to ``x``'s dtype and kept strictly below 1.
+    (see :func:`bits_per_dim`). The noise is drawn in float64 by a local generator (an integer
+    ``seed``: NumPy's ``default_rng(seed)``; a :class:`torch.Generator`: ``torch.rand`` with
+    it, on its device); the result is rounded to ``x``'s dtype and kept strictly below 1.
+    :class:`Dequantize` redraws it every epoch of :func:`~pyroflows.train.fit`.
 
     Args:
         x: tensor of any shape holding integer values in ``[0, levels - 1]`` (any dtype).
         levels: number of levels :math:`L` (17 for the digits, 256 for 8-bit images).
-        seed: seed of the noise (global random states are untouched).
+        seed: seed of the noise, or a :class:`torch.Generator` (it is advanced; the noise is
+            drawn on its device). Global random states are untouched either way.
 
     Returns:
         A floating tensor of the shape of ``x`` (``x``'s dtype if floating, else float32), on
@@ -136,23 +141,76 @@ def dequantize(x: Tensor, levels: int = DIGITS_LEVELS, seed: int = 0) -> Tensor:
         >>> x = dequantize(k, seed=0)
         >>> bool(((x >= 0) & (x < 1)).all()), bool(torch.equal(torch.floor(17 * x), k))
         (True, True)
+        >>> y = dequantize(k, seed=torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(torch.floor(17 * y), k)), bool(torch.equal(x, y))
+        (True, False)
     """
     levels = operator.index(levels)
     if levels < 1:
         raise ValueError(f"levels must be at least 1, got {levels}")
-    values = x.detach().to("cpu", torch.float64).numpy()
-    if values.size and (
-        not np.all(values == np.round(values)) or values.min() < 0 or values.max() > levels - 1
-    ):
-        raise ValueError(
-            f"dequantize expects integer values in [0, {levels - 1}], got values in "
-            f"[{values.min()}, {values.max()}]"
-        )
-    noise = np.random.default_rng(seed).uniform(size=values.shape)
+    # The noise's device: the generator's, or the CPU for NumPy's (also for devices, such as
+    # MPS, without float64); the result goes to x's device.
+    device = seed.device if isinstance(seed, torch.Generator) else torch.device("cpu")
+    values = x.detach().to(device, torch.float64)
+    if values.numel():
+        off = (values != values.round()) | (values < 0) | (values > levels - 1)
+        if bool(off.any()):
+            raise ValueError(
+                f"dequantize expects integer values in [0, {levels - 1}], got values in "
+                f"[{float(values.min())}, {float(values.max())}]"
+            )
+    if isinstance(seed, torch.Generator):
+        noise = torch.rand(values.shape, generator=seed, dtype=torch.float64, device=device)
+    else:
+        noise = torch.as_tensor(np.random.default_rng(seed).uniform(size=tuple(values.shape)))
     dtype = x.dtype if x.dtype.is_floating_point else torch.float32
-    result = torch.as_tensor((values + noise) / levels, dtype=dtype, device=x.device)
+    result = ((values + noise) / levels).to(x.device, dtype)
     below_one = torch.nextafter(torch.ones((), dtype=dtype), torch.zeros((), dtype=dtype))
     return torch.clamp(result, max=float(below_one))
+
+
+@dataclass(frozen=True)
+class Dequantize:
+    r"""Uniform dequantisation redrawn every epoch: the ``augment`` of :func:`~pyroflows.train.fit`.
+
+    Called as ``Dequantize(levels)(k, generator)``, it returns :func:`dequantize`'s
+
+    .. math::
+
+        x = \frac{k + u}{L}, \qquad u \sim \mathcal{U}[0, 1)^D \text{ i.i.d.},
+
+    with the noise :math:`u` drawn by ``generator``. Fitting on the raw integers :math:`k`
+    with ``fit(model, k, augment=Dequantize(levels=L))`` draws a new :math:`u` every epoch
+    (the generator is seeded from the run's seed and the epoch), so that the model is fitted
+    to the whole unit cell of each integer rather than to one fixed point in it, which a
+    flexible flow memorises: the bound of :func:`bits_per_dim` is the expectation over
+    :math:`u`, and each epoch estimates it afresh. ``pyroflows fit --data digits`` does this.
+
+    Args:
+        levels: number of levels :math:`L` of the discrete data (17 for the digits, 256 for
+            8-bit images).
+
+    References:
+        Theis, L., van den Oord, A., Bethge, M. "A note on the evaluation of generative
+        models", ICLR 2016, arXiv:1511.01844.
+
+    Example:
+        >>> augment = Dequantize(levels=17)
+        >>> k = torch.tensor([[0.0, 16.0], [3.0, 7.0]])
+        >>> x = augment(k, torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(torch.floor(17 * x), k)), augment
+        (True, Dequantize(levels=17))
+    """
+
+    levels: int
+
+    def __post_init__(self):
+        if operator.index(self.levels) < 1:
+            raise ValueError(f"levels must be at least 1, got {self.levels}")
+
+    def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Rows ``x`` of integers in ``[0, levels - 1]``, dequantised with ``generator``."""
+        return dequantize(x, self.levels, generator)
 
 
 def logit_transform(x: Tensor, alpha: float = 0.05) -> tuple[Tensor, Tensor]:

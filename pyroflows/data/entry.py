@@ -40,7 +40,9 @@ def dataset(
     * ``"digits"``: :func:`load_digits` for ``split`` (80/20 with ``random_state=0``;
       ``options`` may set ``test_fraction`` and ``random_state``), then :func:`dequantize`
       with 17 levels and noise seed ``seed``, so values are in :math:`[0, 1)`; report results
-      with :func:`bits_per_dim`;
+      with :func:`bits_per_dim`. With the option ``raw=True`` the integers themselves, one
+      row per image, to be dequantised every epoch by :func:`~pyroflows.train.fit`'s
+      ``augment=Dequantize(levels=17)`` (:class:`~pyroflows.data.Dequantize`);
     * ``"sphere_mixture"``: :func:`sphere_mixture` with ``num_samples`` and ``seed``;
       ``options`` must give ``dim`` and may set ``num_components``, ``radius``, ``std`` and
       ``means_seed``.
@@ -73,6 +75,8 @@ def dataset(
         >>> test = dataset("digits", split="test", seed=0)
         >>> test.shape, bool(((test >= 0) & (test < 1)).all())
         (torch.Size([360, 64]), True)
+        >>> float(dataset("digits", raw=True).max())  # the 17 levels, 0 to 16
+        16.0
         >>> dataset("sphere_mixture", 100, dim=16).shape
         torch.Size([100, 16])
     """
@@ -86,9 +90,10 @@ def dataset(
         return make_toy(source, _require_num_samples(num_samples, source), seed, dtype, device)
     if source == "digits":
         _forbid_num_samples(num_samples, "'digits'")
-        _forbid_options(options, source, allowed=("test_fraction", "random_state"))
+        _forbid_options(options, source, allowed=("test_fraction", "random_state", "raw"))
+        raw = options.pop("raw", False)
         images = load_digits(split, dtype=dtype, device=device, **options)
-        return dequantize(images, levels=DIGITS_LEVELS, seed=seed)
+        return images if raw else dequantize(images, levels=DIGITS_LEVELS, seed=seed)
     if source == "sphere_mixture":
         _forbid_options(
             options, source, allowed=("dim", "num_components", "radius", "std", "means_seed")
