@@ -59,7 +59,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -68,6 +68,7 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
+from _suite_runs import append_record, finite, ordered, parse_seeds, read_records, table_only
 from _timing import machine_line
 from posterior_suite import Problem, flat_coordinates, problems
 from pyro.distributions.transforms import affine_autoregressive, block_autoregressive, iterated
@@ -328,15 +329,6 @@ def score(problem: Problem, guide: Any, seed: int, draws: int) -> dict[str, Any]
 
 
 # -- output ------------------------------------------------------------------------------------
-def _finite(value: Any) -> Any:
-    """JSON-safe: non-finite floats become ``None`` (strict JSON has no NaN or inf)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
-
-
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -358,12 +350,6 @@ RUN_HEADER = (
     f"{'problem':<17} {'guide':<24} {'seed':>4} {'KL +- se':>16} {'mean err':>8} "
     f"{'log sd':>8} {'k':>7} {'ESS %':>6} {'ms/step':>8} {'s':>7}"
 )
-
-
-def _ordered(values: Iterable[str], first: Sequence[str] = ()) -> list[str]:
-    seen = dict.fromkeys(v for v in first if v in set(values))
-    seen.update(dict.fromkeys(values))
-    return list(seen)
 
 
 def _cell(records: list[dict[str, Any]], key: str, se_key: str | None, digits: int) -> str:
@@ -390,8 +376,8 @@ def _cell(records: list[dict[str, Any]], key: str, se_key: str | None, digits: i
 def render_tables(records: list[dict[str, Any]]) -> str:
     """reStructuredText list-tables of the runs: rows problems, columns guides."""
     suite_order = list(problems()) if records else []
-    names = _ordered([r["problem"] for r in records], suite_order)
-    guides = _ordered([r["guide"] for r in records])
+    names = ordered([r["problem"] for r in records], suite_order)
+    guides = ordered([r["guide"] for r in records])
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["problem"], r["guide"]), []).append(r)
@@ -444,26 +430,7 @@ def render_tables(records: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The runs of a JSON lines file (none if it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 # -- command line --------------------------------------------------------------------------------
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"``, ``"0-9"`` or a mix (``"0-2,5"``) -> a list of seeds."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        try:
-            seeds += list(range(int(first), int(last or first) + 1))
-        except ValueError:
-            raise ValueError(f"--seeds: expected e.g. 0,1,2 or 0-9, got {text!r}") from None
-    return seeds
-
-
 SPEED_BASELINE = "AutoIAFNormal"
 
 
@@ -517,20 +484,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    if args.table is not None:
-        if args.json is None:
-            parser.error("--table renders the runs of --json PATH: give it")
-        records = read_records(args.json)
-        if not records:
-            parser.error(f"no runs in {args.json}")
-        text = render_tables(records)
-        if args.table == "-":
-            print(text)
-        else:
-            Path(args.table).write_text(text + "\n")
+    if table_only(args, parser, render_tables):
         return
-    if args.resume and args.json is None:
-        parser.error("--resume needs --json PATH")
 
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)
@@ -573,12 +528,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 key = (name, spec.label, seed, budget.steps, budget.particles, budget.lr)
                 if key in done:
                     continue
-                record = _finite(run_one(suite[name], spec, seed, budget))
+                record = finite(run_one(suite[name], spec, seed, budget))
                 records.append(record)
                 print(run_line(record), flush=True)
-                if args.json:
-                    with args.json.open("a") as handle:
-                        handle.write(json.dumps(record) + "\n")
+                append_record(args.json, record)
     print(f"\n# {len(records)} runs in {time.perf_counter() - start:.0f} s\n")
     print(render_tables(records))
     sys.stdout.flush()

@@ -96,3 +96,64 @@ def test_posterior_suite_runner_writes_runs_and_tables(tmp_path):
     assert text.count(".. list-table::") == 4
     assert "   * - funnel2 (*)" in text and "     - tiny" in text
     assert "failed" not in text
+
+
+def test_density_suite_runner_writes_runs_and_tables(tmp_path):
+    """bench_density.py: JSON lines with finite scores, the clock, --resume and the tables."""
+    script = BENCHMARKS[0].parent / "bench_density.py"
+    runs, table = tmp_path / "runs.jsonl", tmp_path / "table.rst"
+    tiny = '"num_layers": 1, "hidden_dims": [64]'
+    contenders = [
+        f"flow=pyroflows:{{{tiny}}}",
+        f'loop=pyroflows:{{{tiny}, "loop": "plain", "logit_alpha": 0.001}}',
+        f'pyro=pyro:{{"flow": "nsf_autoregressive", {tiny}, "fit": {{"lr": 0.002}}}}',
+        "gaussian",
+    ]
+    command = [sys.executable, str(script), "--quick", "--datasets", "moons,digits,diabetes"]
+    command += [arg for spec in contenders for arg in ("--contender", spec)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(*extra, base=command):
+        result = subprocess.run(
+            base + list(extra), capture_output=True, text=True, env=env, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    run("--json", str(runs))
+    records = [json.loads(line) for line in runs.read_text().splitlines()]
+    labels = ["flow", "loop", "pyro", "gaussian"]
+    assert [(r["dataset"], r["contender"]) for r in records] == [
+        (d, c) for d in ("moons", "digits", "diabetes") for c in labels
+    ]
+    for r in records:
+        assert r["status"] == "ok", r["error"]
+        assert math.isfinite(r["test"]) and r["test_se"] > 0, r
+        if r["contender"] != "gaussian":
+            assert r["epochs"] == 2 and r["steps"] > 0 and r["stopped"] == "epochs", r
+            assert r["params"] > 0 and r["best_epoch"] in (1, 2)
+    units = {r["dataset"]: r["unit"] for r in records}
+    assert units == {"moons": "nats", "digits": "bits/dim", "diabetes": "nats"}
+    floors = {r["dataset"]: r["floor"] for r in records}
+    assert floors["moons"] is not None and floors["digits"] is None
+    # logit_alpha applies to the images only
+    assert [r["logit_alpha"] for r in records if r["contender"] == "loop"] == [None, 0.001, None]
+    digits = [r["test"] for r in records if r["dataset"] == "digits"]
+    assert all(1.0 < value < 4.1 for value in digits)  # bits/dim of 17 levels: log2(17) = 4.09
+    assert "0 runs" in run("--json", str(runs), "--resume")
+    assert len(runs.read_text().splitlines()) == len(records)
+
+    # the clock: an uncapped number of epochs stops at the deadline, for fit() and the peers
+    clock = tmp_path / "clock.jsonl"
+    base = [sys.executable, str(script), "--quick", "--datasets", "moons", "--seconds", "0.5"]
+    base += ["--epochs", "100000", "--json", str(clock)]
+    run(*(arg for spec in contenders[:3] for arg in ("--contender", spec)), base=base)
+    for r in (json.loads(line) for line in clock.read_text().splitlines()):
+        assert r["status"] == "ok" and r["stopped"] == "deadline", r
+        assert r["steps"] > 0 and 0.5 <= r["seconds"] < 5, r
+
+    run("--json", str(runs), "--table", str(table), base=[sys.executable, str(script)])
+    text = table.read_text()
+    assert text.count(".. list-table::") == 3
+    assert "   * - digits (bits/dim)" in text and "     - gaussian" in text
+    assert "**" in text and "failed" not in text
