@@ -24,6 +24,21 @@ def finite(value: Any) -> Any:
     return value
 
 
+def record_failure(record: dict[str, Any], error: Exception, at: Any, nonfinite: bool) -> None:
+    """Mark ``record`` as failed at stage (or step) ``at`` by ``error``: status, place, message.
+
+    ``nonfinite`` says the failure came from NaN or infinite values (status ``nonfinite``,
+    else ``error``); torch's argument checks report NaN parameters as "... invalid values",
+    which counts as non-finite too.
+    """
+    nonfinite = nonfinite or "invalid values" in str(error)
+    record.update(
+        status="nonfinite" if nonfinite else "error",
+        failed_at=at,
+        error=f"{type(error).__name__}: {error}"[:500],
+    )
+
+
 def ordered(values: Iterable[str], first: Sequence[str] = ()) -> list[str]:
     """The distinct ``values``, those in ``first`` first (in its order), then as they come."""
     values = list(values)

@@ -95,7 +95,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _suite_runs import append_record, finite, ordered, parse_seeds, read_records, table_only
+from _suite_runs import (
+    append_record,
+    finite,
+    ordered,
+    parse_seeds,
+    read_records,
+    record_failure,
+    table_only,
+)
 from _timing import machine_line
 from density_suite import CellNoise, DataSet, Split, datasets, toy_split
 from torch import Tensor, nn
@@ -103,7 +111,8 @@ from torch import Tensor, nn
 import pyroflows
 from pyroflows.data import logit_transform
 from pyroflows.distributions import Flow
-from pyroflows.train import fit
+from pyroflows.runs import DIGITS_LOGIT_ALPHA
+from pyroflows.train import density_defaults, fit
 from pyroflows.transforms import REGISTRY
 from pyroflows.transforms._args import _conditioner_hidden_dims  # the default hidden sizes
 from pyroflows.transforms.registry import spec_of
@@ -112,7 +121,7 @@ FAMILIES = ("pyroflows", "pyro", "zuko", "nflows", "gaussian")
 MODULES = {"pyro": "pyro", "zuko": "zuko", "nflows": "nflows", "pyroflows": "pyroflows"}
 PEER_FLOWS = ("maf", "nsf_autoregressive", "nsf")
 PEER_KEYS = {"flow", "num_layers", "hidden_dims", "count_bins", "bound"}
-COMMON_KEYS = {"logit_alpha", "dequantize", "fit"}
+COMMON_KEYS = {"logit_alpha", "dequantize", "fit", "defaults"}
 LOOP_KEYS = {"epochs", "batch_size", "lr", "weight_decay", "schedule", "clip_grad_norm", "patience"}
 # fit()'s keywords the runner sets itself (the rows, the device, the seed, ...)
 RUNNER_FIT_KEYS = {
@@ -212,13 +221,41 @@ def check_options(family: str, options: dict[str, Any]) -> None:
         if options.get("loop", "fit") not in ("fit", "plain"):
             raise ValueError(f"loop must be 'fit' or 'plain', got {options['loop']!r}")
         flow_options = pyroflows_options(options)
-        spec_of(options.get("flow", "maf"), learnable=True).check_options(**flow_options)
+        spec_of(options.get("flow", _default_flow(options)), learnable=True).check_options(
+            **flow_options
+        )
     else:
         extra = sorted(set(options) - PEER_KEYS - COMMON_KEYS)
         if extra:
             raise ValueError(f"{family} takes {sorted(PEER_KEYS | COMMON_KEYS)}, got {extra}")
-        if options.get("flow", "maf") not in PEER_FLOWS:
+        if options.get("flow", _default_flow(options)) not in PEER_FLOWS:
             raise ValueError(f"{family} flow must be one of {PEER_FLOWS}, got {options['flow']!r}")
+
+
+def _default_flow(options: dict[str, Any]) -> str:
+    """The flow of a contender that names none: the defaults' with ``"defaults": true``."""
+    return density_defaults(1, 1).flow if options.get("defaults") else "maf"
+
+
+def with_defaults(options: dict[str, Any], data: DataSet) -> dict[str, Any]:
+    """A contender's options over ``density_defaults`` for ``data`` when ``"defaults": true``.
+
+    The rows counted are the training and validation rows (what ``fit()`` gets from the
+    command line, which holds out its validation share itself); images get the command
+    line's ``logit_alpha``. The contender's own keys (and its ``fit`` keys) win.
+    """
+    if not options.get("defaults"):
+        return options
+    split = data.split
+    chosen = density_defaults(
+        len(split.train) + len(split.val), data.dim, image=data.kind == "image"
+    )
+    resolved = {"flow": chosen.flow, **chosen.options}
+    if data.kind == "image":
+        resolved["logit_alpha"] = DIGITS_LOGIT_ALPHA
+    resolved.update({k: v for k, v in options.items() if k not in ("defaults", "fit")})
+    resolved["fit"] = {**chosen.fit, **options.get("fit", {})}
+    return resolved
 
 
 def pyroflows_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -582,7 +619,7 @@ def fit_under_clock(
     once: bool,
 ) -> Outcome:
     """``pyroflows.train.fit`` with the runner's data, validation rows and clock."""
-    settings = {"epochs": epochs, **options.get("fit", {})}
+    settings = {**options.get("fit", {}), "epochs": epochs}
     if split.cell is None:
         data, augment = split.train, None
     elif once:
@@ -665,7 +702,7 @@ def run_one(
     ``logit_alpha`` applies to the image data sets only (rows in [0, 1)); elsewhere the
     contender runs without it, so that one contender spans the suite.
     """
-    options = dict(contender.options)
+    options = with_defaults(dict(contender.options), data)
     if data.kind != "image":
         options.pop("logit_alpha", None)
     record: dict[str, Any] = {
@@ -676,6 +713,7 @@ def run_one(
         "budget_epochs": budget.epochs,
         "quick": quick,
         "config": contender.config,
+        "resolved": options if contender.options.get("defaults") else None,
         "unit": data.unit,
         "logit_alpha": options.get("logit_alpha"),
         "floor": data.floor,
@@ -686,6 +724,8 @@ def run_one(
     split, dim = data.split, data.dim
     once = options.get("dequantize", "epoch") == "once"
     epochs = options.get("fit", {}).get("epochs", budget.epochs)
+    if quick:  # the smoke budget caps the rule's epochs too
+        epochs = min(epochs, budget.epochs)
     stage = "training"
     caught: dict[str, None] = {}
     stack = contextlib.ExitStack()
@@ -746,13 +786,8 @@ def run_one(
             ms_per_step=1e3 * seconds / outcome.steps if outcome.steps else None,
         )
     except Exception as error:
-        nonfinite = isinstance(error, FloatingPointError) or "invalid values" in str(error)
-        record.update(
-            status="nonfinite" if nonfinite else "error",
-            failed_at=stage,
-            error=f"{type(error).__name__}: {error}"[:500],
-            seconds=time.perf_counter() - start,
-        )
+        record_failure(record, error, stage, nonfinite=isinstance(error, FloatingPointError))
+        record["seconds"] = time.perf_counter() - start
     finally:
         stack.close()
     record["warnings"] = list(caught)

@@ -68,7 +68,15 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
-from _suite_runs import append_record, finite, ordered, parse_seeds, read_records, table_only
+from _suite_runs import (
+    append_record,
+    finite,
+    ordered,
+    parse_seeds,
+    read_records,
+    record_failure,
+    table_only,
+)
 from _timing import machine_line
 from posterior_suite import Problem, flat_coordinates, problems
 from pyro.distributions.transforms import affine_autoregressive, block_autoregressive, iterated
@@ -207,13 +215,7 @@ def run_one(problem: Problem, spec: GuideSpec, seed: int, budget: Budget) -> dic
             step = "evaluation"
             record.update(score(problem, guide, seed, budget.draws))
     except Exception as error:
-        # torch's argument validation reports NaN parameters as "... found invalid values"
-        nonfinite = isinstance(error, NonFiniteDraws) or "invalid values" in str(error)
-        record.update(
-            status="nonfinite" if nonfinite else "error",
-            failed_at=step,
-            error=f"{type(error).__name__}: {error}"[:500],
-        )
+        record_failure(record, error, step, nonfinite=isinstance(error, NonFiniteDraws))
     record["seconds"] = time.perf_counter() - start
     return record
 

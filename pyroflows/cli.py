@@ -24,7 +24,7 @@ from .checkpoint import CheckpointMismatchError
 from .data import TOY_DATASETS
 from .data.entry import _looks_like_path
 from .errors import OptionError, PyroflowsError
-from .train import NonFiniteLossError, fit, resolve_device
+from .train import NonFiniteLossError, density_defaults, fit, resolve_device
 from .transforms import InverseNotConvergedError
 
 __all__ = ["EXIT_STATUSES", "main"]
@@ -89,6 +89,15 @@ _FIT = {
 }
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except ``None`` (whose help says what it means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -101,6 +110,10 @@ def _fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+# fit()'s settings whose command-line default is density_defaults' choice for the data.
+_DATA_DEFAULTS = ("epochs", "batch_size", "lr", "weight_decay", "patience")
 
 
 # fit's options that go to the flow's builder: the command line's name, the builder's keyword.
@@ -123,14 +136,15 @@ def _flow_options(args: argparse.Namespace) -> dict:
 
     given = {(dest, name): getattr(args, dest) for dest, name in _FLOW_OPTIONS}
     given = {key: value for key, value in given.items() if value is not None}
-    accepted = REGISTRY[args.flow].options()
+    flow = args.flow or density_defaults(1, 1).flow
+    accepted = REGISTRY[flow].options()
     if accepted is not None:
         refused = [_option(dest) for dest, name in given if name not in accepted]
         if refused:
             takes = [_option(dest) for dest, name in _FLOW_OPTIONS if name in accepted]
             raise OptionError(
                 f"{', '.join(refused)} {'does' if len(refused) == 1 else 'do'} not apply to "
-                f"--flow {args.flow}; of these options it takes "
+                f"--flow {flow}; of these options it takes "
                 + (", ".join(takes) if takes else "none")
             )
     return {name: value for (_, name), value in given.items()}
@@ -255,15 +269,11 @@ def _run_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         logit_alpha=args.logit_alpha,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        patience=args.patience,
         val_fraction=args.val_fraction,
         checkpoint_every=args.checkpoint_every,
         compile=args.compile,
         progress=not args.quiet,
+        **{name: getattr(args, name) for name in _DATA_DEFAULTS if getattr(args, name) is not None},
     )
     if metrics and not args.quiet:  # (empty on ranks other than 0 under torchrun)
         if metrics["best_val_nll"] is None:
@@ -286,7 +296,7 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         description="Fit a registry flow to a built-in dataset or a file with pyroflows.fit "
         "(Adam, cosine schedule, gradient clipping, validation split, early stopping); write "
         "model.pt, checkpoint.pt, history.json and metrics.json to --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelp,
     )
     parser.add_argument(
         "--data",
@@ -304,12 +314,19 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         help="dimension of --data sphere_mixture (the only dataset that takes one)",
     )
     flows = sorted(name for name, spec in REGISTRY.items() if not spec.fixed)
-    parser.add_argument("--flow", default="maf", choices=flows, help="flow to fit")
+    parser.add_argument(
+        "--flow",
+        default=None,
+        choices=flows,
+        help=f"flow to fit (default: {density_defaults(1, 1).flow} with options chosen for the "
+        "data, see pyroflows.train.density_defaults)",
+    )
     parser.add_argument(
         "--layers",
         type=_positive_int,
         default=None,
-        help="num_layers of the stack (default: the builder's)",
+        help="num_layers of the stack (default: the data's choice for the default flow, else "
+        "the builder's)",
     )
     parser.add_argument(
         "--hidden",
@@ -317,7 +334,7 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         help="hidden layer sizes of the conditioners, e.g. --hidden 256 256 "
-        "(default: the builder's)",
+        "(default: the data's choice for the default flow, else the builder's)",
     )
     parser.add_argument(
         "--count-bins", type=_positive_int, default=None, help="spline bins (spline flows only)"
@@ -331,21 +348,27 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="model data in [0, 1) in logit space with this squeeze (digits: 1e-3)",
     )
+    chosen = "chosen for the data; see pyroflows.train.density_defaults"
     parser.add_argument(
-        "--epochs", type=_positive_int, default=_FIT["epochs"], help="maximum epochs"
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"maximum epochs (default: {chosen}: at least 100, more for small data)",
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=_FIT["batch_size"], help="rows per step"
+        "--batch-size", type=_positive_int, default=None, help=f"rows per step (default: {chosen})"
     )
-    parser.add_argument("--lr", type=float, default=_FIT["lr"], help="Adam learning rate")
     parser.add_argument(
-        "--weight-decay", type=float, default=_FIT["weight_decay"], help="AdamW weight decay"
+        "--lr", type=float, default=None, help=f"Adam learning rate (default: {chosen})"
+    )
+    parser.add_argument(
+        "--weight-decay", type=float, default=None, help=f"AdamW weight decay (default: {chosen})"
     )
     parser.add_argument(
         "--patience",
         type=_positive_int,
-        default=_FIT["patience"],
-        help="epochs without validation improvement before stopping",
+        default=None,
+        help=f"epochs without validation improvement before stopping (default: {chosen})",
     )
     parser.add_argument(
         "--val-fraction",
@@ -429,7 +452,7 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
         "sample",
         help="draw samples from a fitted model",
         description="Load a run folder's model.pt and write samples as .npy or .csv.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelp,
     )
     parser.add_argument("--model", required=True, help="run folder (or a model.pt file)")
     parser.add_argument("-n", type=_positive_int, default=1000, help="number of samples")
@@ -460,7 +483,7 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "a generated dataset's test set (drawn with the run's --seed and --num-samples, so "
         "the run's own dataset gives its test NLL) or 'digits' (its test split, also in "
         "bits/dim on the 17-level data).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelp,
     )
     parser.add_argument("--model", required=True, help="run folder (or a model.pt file)")
     parser.add_argument(

@@ -52,7 +52,7 @@ from .data import (
 from .data.toy import _ALIASES
 from .distributions import Flow
 from .errors import DataError, ModelFileError, OptionError
-from .train import Augment, History, _augment_setting, fit, resolve_device
+from .train import Augment, History, _augment_setting, density_defaults, fit, resolve_device
 
 __all__ = ["evaluate_run", "fit_run", "sample_run"]
 
@@ -114,7 +114,7 @@ def _nll_metrics(
 def fit_run(
     data: str,
     out: str | os.PathLike,
-    flow: str = "maf",
+    flow: str | None = None,
     options: dict[str, Any] | None = None,
     *,
     num_samples: int = _DEFAULT_NUM_SAMPLES,
@@ -129,6 +129,12 @@ def fit_run(
     **fit_options: Any,
 ) -> dict[str, Any]:
     """Fit registry flow ``flow`` (builder ``options``) to ``data``; write the run to ``out``.
+
+    **Defaults.** :func:`~pyroflows.train.density_defaults` of the training rows chooses what
+    the caller leaves out: with ``flow=None`` (default) the flow and its options (``options``
+    then change single keys of them), and for any flow the :func:`~pyroflows.train.fit`
+    settings not in ``fit_options`` (``epochs`` grows for small data sets; the others are
+    ``fit()``'s). The run's ``metrics.json`` records every resolved setting.
 
     ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"``:
     ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``augment`` is
@@ -181,6 +187,10 @@ def fit_run(
     )
     if logit_alpha is None and data == "digits":
         logit_alpha = DIGITS_LOGIT_ALPHA
+    chosen = density_defaults(len(train), train.shape[1], image=data == "digits")
+    if flow is None:
+        flow, options = chosen.flow, {**chosen.options, **(options or {})}
+    fit_options = {**chosen.fit, **fit_options}
     model = Flow.build(flow, train.shape[1], logit_alpha=logit_alpha, **(options or {}))
     fitting = {
         "resume": resume,

@@ -33,6 +33,7 @@ from torch import Tensor
 from torch import distributed as torch_dist
 
 from ._casting import as_model_dtype
+from ._density_defaults import DensityDefaults, density_defaults
 from ._resume import (
     apply_override,
     changed_settings,
@@ -58,8 +59,10 @@ from .errors import DataError, ModelSizeWarning, OptionError, RunFolderError
 
 __all__ = [
     "Augment",
+    "DensityDefaults",
     "History",
     "NonFiniteLossError",
+    "density_defaults",
     "fit",
     "resolve_device",
     "validate_data",

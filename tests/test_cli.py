@@ -112,7 +112,8 @@ def test_help_explains_every_option(command, capsys):
         options = ("--flow", "--layers", "--hidden", "--epochs", "--device", "--resume")
         for option in (*options, "--compile"):
             assert option in text
-        assert "(default: 100)" in text  # defaults are shown
+        assert "(default: 10000)" in text  # defaults are shown
+        assert "density_defaults" in text  # and where the data chooses them, the rule
 
 
 def test_compile_reaches_fit(tmp_path, monkeypatch):

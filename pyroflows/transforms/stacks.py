@@ -9,6 +9,7 @@ paper's transformer (each also takes ``transformer=`` to swap it). Every stack t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from torch import nn
 
@@ -39,7 +40,15 @@ __all__ = [
 ]
 
 
-def _orderings(num_layers: int) -> list[str]:
+Orders = Literal["alternate", "random"]
+
+
+def _orderings(num_layers: int, orders: Orders = "alternate") -> list[str]:
+    """Each layer's MADE ordering: natural and reversed in turn, or a random one per layer."""
+    if orders == "random":
+        return ["random"] * num_layers
+    if orders != "alternate":
+        raise ValueError(f"orders must be 'alternate' or 'random', got {orders!r}")
     return ["natural" if k % 2 == 0 else "reverse" for k in range(num_layers)]
 
 
@@ -52,6 +61,7 @@ def autoregressive_stack(
     *,
     context_dim: int = 0,
     activation: str | type[nn.Module] = "relu",
+    orders: Orders = "alternate",
 ) -> FlowSequence:
     r"""``num_layers`` :class:`~pyroflows.transforms.Autoregressive` layers with any transformer.
 
@@ -59,7 +69,9 @@ def autoregressive_stack(
         f = f_L \circ \cdots \circ f_1, \qquad
         (f_k(x))_i = \tau\big(x_i; \theta_i(x_{<i}, c)\big) \text{ (or its inverse)},
 
-    MADE orderings alternating natural and reversed from layer to layer. ``invert=True`` takes
+    MADE orderings alternating natural and reversed from layer to layer (``orders="alternate"``)
+    or a random ordering per layer drawn from torch's global RNG (``orders="random"``; the
+    orders are buffers, so a saved ``state_dict`` restores them). ``invert=True`` takes
     each layer's ``.inv`` (the MAF direction: parallel density, sequential sampling);
     ``invert=False`` keeps the layers (the IAF direction: parallel sampling). Default
     transformer :class:`~pyroflows.transforms.Affine`.
@@ -82,7 +94,7 @@ def autoregressive_stack(
             context_dim=context_dim,
             activation=activation,
         )
-        for order in _orderings(num_layers)
+        for order in _orderings(num_layers, orders)
     ]
     return FlowSequence([layer.inv for layer in layers] if invert else layers)
 
@@ -132,6 +144,7 @@ def maf(
     *,
     context_dim: int = 0,
     activation: str | type[nn.Module] = "relu",
+    orders: Orders = "alternate",
 ) -> FlowSequence:
     r"""Masked autoregressive flow: ``num_layers`` affine autoregressive layers, inverted.
 
@@ -139,7 +152,8 @@ def maf(
     the density direction (data to noise,
     :math:`u_i = (x_i - \mu_i(x_{<i})) e^{-s_i(x_{<i})}`) is one parallel MADE pass per layer
     and sampling is sequential (:math:`D` passes per layer). Layers alternate natural
-    and reversed MADE orderings instead of permutation layers. For density estimation.
+    and reversed MADE orderings instead of permutation layers (``orders="random"``: a random
+    ordering per layer, as :func:`autoregressive_stack`). For density estimation.
 
     ``transformer`` swaps the affine map for another (a spline: the autoregressive NSF).
 
@@ -163,6 +177,7 @@ def maf(
         transformer,
         context_dim=context_dim,
         activation=activation,
+        orders=orders,
     )
 
 
@@ -280,6 +295,7 @@ def nsf(
     transformer: ElementwiseTransformer | None = None,
     *,
     context_dim: int = 0,
+    orders: Orders = "alternate",
 ) -> FlowSequence:
     r"""Neural spline flow: ``num_layers`` rational-quadratic spline layers.
 
@@ -291,8 +307,9 @@ def nsf(
     Coupling form (default): spline couplings with swapped halves, each followed by an
     :class:`~pyroflows.transforms.LULinear` layer that mixes the coordinates (as in the
     paper); both directions are one conditioner pass per layer. Autoregressive form
-    (``autoregressive=True``): spline autoregressive layers with alternating orderings, inverted
-    as in :func:`maf` so that density evaluation is parallel.
+    (``autoregressive=True``): spline autoregressive layers with alternating orderings
+    (``orders="random"``: a random ordering per layer), inverted as in :func:`maf` so that
+    density evaluation is parallel.
 
     ``transformer`` replaces the spline built from ``count_bins`` and ``bound``.
 
@@ -311,7 +328,12 @@ def nsf(
         transformer = RationalQuadraticSpline(count_bins, bound)
     if autoregressive:
         return autoregressive_stack(
-            input_dim, hidden_dims, num_layers, transformer, context_dim=context_dim
+            input_dim, hidden_dims, num_layers, transformer, context_dim=context_dim, orders=orders
+        )
+    if orders != "alternate":
+        raise ValueError(
+            f"orders={orders!r} is for the autoregressive form (autoregressive=True); the "
+            "coupling form mixes coordinates with its LULinear layers"
         )
     return coupling_stack(
         input_dim, hidden_dims, num_layers, transformer, mixing=LULinear, context_dim=context_dim
