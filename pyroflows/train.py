@@ -22,7 +22,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -59,6 +59,7 @@ from .errors import DataError, ModelSizeWarning, OptionError, RunFolderError
 
 __all__ = [
     "Augment",
+    "Callback",
     "DensityDefaults",
     "History",
     "NonFiniteLossError",
@@ -150,6 +151,8 @@ class History:
     epoch; ``best_epoch`` is the epoch whose parameters were kept; ``overrides`` lists the
     settings changed on resume (``fit(..., override=...)``), each as ``{"step": s, "epoch": e,
     "settings": {name: [old, new]}}``, ``s`` the steps and ``e`` the epochs done before it.
+    ``logs`` holds one dict per epoch of the numbers ``fit``'s ``callbacks`` returned (e.g.
+    :class:`~pyroflows.diagnostics.ConditioningMonitor`'s), ``{}`` where none did.
 
     Example:
         >>> history = History(epoch=[1, 2], train_nll=[2.0, 1.5], val_nll=[2.1, 1.7])
@@ -165,6 +168,7 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     overrides: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def best_val_nll(self) -> float | None:
@@ -293,6 +297,9 @@ def _epoch_order(count: int, seed: int, epoch: int) -> Tensor:
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 """The type of :func:`fit`'s ``augment``: ``augment(rows, generator) -> rows`` of one shape."""
 
+Callback = Callable[[Flow, "History"], Mapping[str, float] | None]
+"""The type of :func:`fit`'s ``callbacks``: ``callback(model, history) -> {name: number}``."""
+
 
 def _stream_seed(seed: int, stream: str) -> int:
     """A 63-bit seed of the random stream named ``stream`` in a run seeded with ``seed``."""
@@ -411,6 +418,8 @@ class _RunState:
             setattr(self, name, saved["state"].get(name, getattr(_RunState, name)))
         self.best_model = saved["best_model"]
         self.history = History(**saved["history"])
+        logs = self.history.logs  # checkpoints from before callbacks: no logs per epoch
+        logs.extend({} for _ in range(len(self.history.epoch) - len(logs)))
 
 
 @dataclass
@@ -440,6 +449,7 @@ class _Loop:
     augment: _Augmentation | None = None
     raw_train: Tensor | None = None
     drawn_epoch: int = 0
+    callbacks: tuple[Callback, ...] = ()
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return math.ceil(len(self.data.train) / batch_size)
@@ -653,6 +663,7 @@ def _end_epoch(loop: _Loop, state: _RunState, started: float, bar) -> bool:
     history.val_nll.append(val_nll)
     history.lr.append(loop.optimizer.param_groups[0]["lr"])
     history.seconds.append(time.perf_counter() - started)
+    history.logs.append(_callback_logs(loop, history))
     score = val_nll if loop.data.val is not None else train_nll
     if score < state.best:
         state.best, state.since_best = score, 0
@@ -665,6 +676,29 @@ def _end_epoch(loop: _Loop, state: _RunState, started: float, bar) -> bool:
     if loop.checkpoint is not None:
         loop.save(state)
     return loop.patience is not None and state.since_best >= loop.patience
+
+
+def _callback_logs(loop: _Loop, history: History) -> dict[str, float]:
+    """The numbers the callbacks return at the end of an epoch (rank 0; ``{}`` elsewhere)."""
+    logs: dict[str, float] = {}
+    if not loop.callbacks or not loop.ranks.main:
+        return logs
+    loop.model.eval()
+    try:
+        with torch.enable_grad():
+            for callback in loop.callbacks:
+                numbers = callback(loop.model, history)
+                if numbers is None:
+                    continue
+                if not isinstance(numbers, Mapping):
+                    raise TypeError(
+                        f"a fit callback returns a mapping of names to numbers, or None; "
+                        f"{callback!r} returned {type(numbers).__name__}"
+                    )
+                logs.update({str(name): float(value) for name, value in numbers.items()})
+    finally:
+        loop.model.train()
+    return logs
 
 
 def _train(loop: _Loop, state: _RunState, epochs: int, progress: bool) -> None:
@@ -713,6 +747,7 @@ def fit(
     max_steps: int | None = None,
     compile: bool | dict[str, Any] = False,
     run_id: str | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> History:
     r"""Fit ``model`` to ``data`` ``(N, D)`` by maximum likelihood; return the :class:`History`.
 
@@ -784,6 +819,16 @@ def fit(
     go on; a complete run likewise. A diverged run (:class:`NonFiniteLossError`) goes on from
     its last checkpoint with a lower rate: ``resume=True, override={"lr": ...}``.
 
+    **Callbacks.** Each of ``callbacks`` is called as ``callback(model, history)`` at the end
+    of every epoch, after validation, with the model in eval mode and gradients enabled;
+    ``history`` already holds that epoch's NLLs. It returns a mapping of names to numbers
+    (or ``None``), and the numbers of all callbacks go into one dict per epoch,
+    :attr:`History.logs` (later callbacks win on a name clash), saved with checkpoints, so a
+    resumed run keeps the earlier epochs' logs. Under ``torchrun`` they run on rank 0 only
+    (the other ranks log ``{}``). Callbacks are not settings: a resume may change them.
+    :class:`~pyroflows.diagnostics.ConditioningMonitor` logs the Jacobian's conditioning:
+    ``fit(model, data, callbacks=[ConditioningMonitor(data[:256])])``.
+
     **Model size.** A model with more trainable parameters than there are numbers in its
     training rows (:math:`N \cdot D`) whose validation NLL was best within the first 5
     epochs of a run that early stopping ended has overfitted: ``fit`` then warns once, at the
@@ -848,6 +893,9 @@ def fit(
         run_id: an identifier stored in every checkpoint; resuming a checkpoint of another
             run raises :class:`~pyroflows.errors.RunFolderError` (``pyroflows fit`` uses the
             id of the run folder's ``run.json``).
+        callbacks: ``callback(model, history) -> {name: number} | None`` run after every
+            epoch's validation; their numbers are stored in :attr:`History.logs` (see
+            "Callbacks").
 
     Example:
         >>> import torch
@@ -931,6 +979,7 @@ def fit(
         run_id=run_id,
         augment=augmentation,
         raw_train=raw_train,
+        callbacks=tuple(callbacks),
     )
     finished = None
     if resume:

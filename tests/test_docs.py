@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import pyroflows
+import pyroflows.diagnostics
 import pyroflows.infer
 import pyroflows.nn
 import pyroflows.transforms
@@ -26,7 +27,12 @@ def _docs_checker():
 
 PUBLIC_MODULES = tuple(import_module(name) for name in _docs_checker().PUBLIC_MODULES)
 # Modules whose objects are maths: each needs a formula and a paper reference.
-MATHEMATICAL_MODULES = (pyroflows.transforms, pyroflows.nn, pyroflows.infer)
+MATHEMATICAL_MODULES = (
+    pyroflows.transforms,
+    pyroflows.nn,
+    pyroflows.infer,
+    pyroflows.diagnostics,
+)
 NO_FORMULA = {
     "FlowSpec": "a registry record; the formulas are on the classes it builds",
     "build": "looks a name up in the registry; the formula is on the flow built",

@@ -29,6 +29,7 @@ PUBLIC_MODULES = (
     "pyroflows.train",
     "pyroflows.checkpoint",
     "pyroflows.runs",
+    "pyroflows.diagnostics",
 )
 
 
