@@ -23,8 +23,9 @@ def test_the_rule_scales_width_with_the_dimension_and_epochs_with_the_rows():
     assert toys.fit["epochs"] == 100  # 40 steps per epoch already give 4,000 steps
     digits = density_defaults(1437, 64, image=True)
     assert digits.options["hidden_dims"] == [256, 256]
-    assert (digits.options["count_bins"], digits.options["orders"]) == (4, "random")
-    assert density_defaults(1437, 64) == digits  # the same rule for images today
+    assert (digits.options["count_bins"], digits.options["orders"]) == (8, "random")
+    assert density_defaults(1437, 64).options["count_bins"] == 4  # not images: 4 above 4-D
+    assert density_defaults(1437, 4).options["count_bins"] == 8
     assert digits.fit["epochs"] == 334  # 6 steps per epoch: about 2,000 steps
     assert density_defaults(100, 13).fit["epochs"] == 1000  # capped
     assert density_defaults(100, 1000).options["hidden_dims"] == [512, 512]  # capped
