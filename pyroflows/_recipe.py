@@ -1,7 +1,11 @@
 """Recipes: the JSON a model file stores to rebuild its flow, with every option pinned.
 
 A recipe is :attr:`Flow.config <pyroflows.distributions.Flow>`:
-``{"name", "input_dim", "context_dim", "options", "logit_alpha", "pyroflows_version"}``.
+``{"name", "input_dim", "context_dim", "options", "logit_alpha", "pyroflows_version"}``, and
+``"padding"`` (:meth:`Padding.to_dict <pyroflows.distributions.Padding.to_dict>`) for padded
+models only: a recipe without it is an unpadded model, so the recipes of unpadded models, and
+every file written before padding existed, are unchanged. ``input_dim`` is the data's size
+:math:`D`; the flow of a padded model acts on :math:`D` + ``extra`` coordinates.
 ``options`` holds the value of *every* builder option whose default is a JSON value: those the
 caller passed and the signature defaults of the others. A later release that changes a
 default therefore cannot load an old file as another density.
@@ -26,8 +30,9 @@ import re
 import warnings
 from typing import Any
 
+from ._padding import Padding, as_padding
 from ._version import __version__
-from .errors import ModelFileError
+from .errors import ModelFileError, OptionError
 from .transforms import REGISTRY, FlowSpec
 
 __all__: list[str] = []
@@ -118,8 +123,11 @@ def make_recipe(
     context_dim: int,
     options: dict[str, Any],
     logit_alpha: float | None,
+    padding: Padding | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The recipe of a flow built with ``options``: every option resolved, and the version.
+
+    ``padding`` is stored (as a dict, every field) only when given.
 
     Example:
         >>> recipe = make_recipe("nice", 2, 0, {"num_layers": 2}, None)
@@ -134,6 +142,9 @@ def make_recipe(
         "logit_alpha": None if logit_alpha is None else float(logit_alpha),
         VERSION_KEY: __version__,
     }
+    padding = as_padding(padding)
+    if padding is not None:
+        recipe["padding"] = padding.to_dict()
     try:
         json.dumps(recipe)
     except TypeError as error:
@@ -241,6 +252,17 @@ def read_recipe(config: Any, source: str = "config") -> dict[str, Any]:
         raise ModelFileError(
             f"{source}: recipe field 'logit_alpha' must be None or in (0, 1/2), got {alpha!r}"
         )
+    padding = config.get("padding")
+    if padding is not None:
+        try:
+            padding = as_padding(padding)
+        except OptionError as error:
+            raise ModelFileError(f"{source}: recipe field 'padding': {error}") from None
+        if not _is_int(config["input_dim"]):
+            raise ModelFileError(
+                f"{source}: recipe field 'padding' needs vector data (an int input_dim), got "
+                f"input_dim {config['input_dim']!r}"
+            )
     options = config["options"]
     if not isinstance(options, dict):
         raise ModelFileError(f"{source}: recipe field 'options' is not a dict: {options!r}")
@@ -258,4 +280,5 @@ def read_recipe(config: Any, source: str = "config") -> dict[str, Any]:
         context_dim,
         {**_missing_defaults(name, version, source), **options},
         alpha,
+        padding,
     )

@@ -256,6 +256,8 @@ def _check_sizes(recipe: dict[str, Any], tensors: dict[str, torch.Tensor], sourc
             f"shape {tuple(loc.shape)}"
         )
     sizes = {"input_dim": event, "context_dim": recipe["context_dim"]}
+    if recipe.get("padding"):
+        sizes["padding"] = recipe["padding"]["extra"]
     sizes.update((k, v) for k, v in recipe["options"].items() if k != "seed")
     for name, value in sizes.items():
         values = value if isinstance(value, list) else [value]

@@ -150,6 +150,24 @@ def _flow_options(args: argparse.Namespace) -> dict:
     return {name: value for (_, name), value in given.items()}
 
 
+def _padding(args: argparse.Namespace) -> dict | None:
+    """``--pad N`` with ``--pad-kind``, ``--pad-scale`` and ``--pad-learn-scale`` as a padding."""
+    given = {
+        "kind": args.pad_kind,
+        "scale": args.pad_scale,
+        "learn_scale": args.pad_learn_scale or None,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.pad is None:
+        if given:
+            names = " and ".join(_option("pad_" + name) for name in given)
+            raise OptionError(f"{names} apply to padded models: add --pad N (extra coordinates)")
+        return None
+    from .distributions import Padding
+
+    return Padding(args.pad, **given).to_dict()
+
+
 def _data_options(args: argparse.Namespace) -> dict:
     """``--key``, ``--header`` (files) and ``--dim`` (the sphere mixture) for the data loader."""
     file_options = {"key": args.key, "header": _HEADER[args.header]}
@@ -269,6 +287,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         logit_alpha=args.logit_alpha,
+        padding=_padding(args),
         val_fraction=args.val_fraction,
         checkpoint_every=args.checkpoint_every,
         compile=args.compile,
@@ -279,8 +298,11 @@ def _run_fit(args: argparse.Namespace) -> int:
         if metrics["best_val_nll"] is None:
             print(f"no validation rows (--val-fraction 0): kept epoch {metrics['best_epoch']}")
         else:
-            best = metrics["best_val_nll"]
-            print(f"best validation NLL {best:.4f} (epoch {metrics['best_epoch']})")
+            best, padding = metrics["best_val_nll"], metrics.get("padding")
+            what = {None: "NLL", "gaussian": "NLL bound", "zero": "NLL at zero padding"}[
+                padding and padding["kind"]
+            ]
+            print(f"best validation {what} {best:.4f} (epoch {metrics['best_epoch']})")
         for key, value in metrics.get("test", {}).items():
             print(f"test {key.replace('_', ' ')} {value:.4f}")
         print(f"wrote {args.out}/model.pt, checkpoint.pt, history.json, metrics.json")
@@ -347,6 +369,33 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="model data in [0, 1) in logit space with this squeeze (digits: 1e-3)",
+    )
+    parser.add_argument(
+        "--pad",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="pad the data with N extra coordinates (an augmented flow on D + N; NLLs are then "
+        "bounds, see pyroflows.distributions.Flow)",
+    )
+    parser.add_argument(
+        "--pad-kind",
+        choices=("gaussian", "zero"),
+        default=None,
+        help="with --pad: Gaussian padding (default; log_prob is a lower bound on log p(x)) or "
+        "zero padding (log p(x, 0): not a density of x, badly conditioned)",
+    )
+    parser.add_argument(
+        "--pad-scale",
+        type=float,
+        default=None,
+        help="with --pad: the Gaussian padding's standard deviation (default 1: the "
+        "standardised data's scale)",
+    )
+    parser.add_argument(
+        "--pad-learn-scale",
+        action="store_true",
+        help="with --pad: learn the Gaussian padding's scale (starting at --pad-scale)",
     )
     chosen = "chosen for the data; see pyroflows.train.density_defaults"
     parser.add_argument(
@@ -482,7 +531,8 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "'non_finite' entry naming it): a .npy/.npz/.csv file (constant columns allowed), "
         "a generated dataset's test set (drawn with the run's --seed and --num-samples, so "
         "the run's own dataset gives its test NLL) or 'digits' (its test split, also in "
-        "bits/dim on the 17-level data).",
+        "bits/dim on the 17-level data). A padded model (fit --pad) reports 'nll_bound', an "
+        "upper bound on the NLL (Gaussian padding), or 'nll_at_zero_padding' (zero padding).",
         formatter_class=_DefaultsHelp,
     )
     parser.add_argument("--model", required=True, help="run folder (or a model.pt file)")

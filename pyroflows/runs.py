@@ -7,7 +7,7 @@ A run folder holds
 * ``checkpoint.pt``: the full training state, for ``--resume``,
 * ``history.json``: train and validation NLL per epoch, and the overrides of resumed runs,
 * ``metrics.json``: the settings as used, the best validation NLL and the test NLL (with bits
-  per dimension for the digits),
+  per dimension for the digits; for a padded model the bound, see :func:`evaluate_run`),
 * ``run.json``: the manifest (run id, pyroflows version, data settings, and every file's
   SHA-256 once written), and ``run.lock`` while a process writes the folder.
 
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ._outputs import check_output
+from ._padding import as_padding
 from ._run_folder import CHECKPOINT, RunFolder, open_run_folder
 from ._training import NonFiniteLossError
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -50,7 +51,7 @@ from .data import (
     load_array,
 )
 from .data.toy import _ALIASES
-from .distributions import Flow
+from .distributions import Flow, Padding
 from .errors import DataError, ModelFileError, OptionError
 from .train import Augment, History, _augment_setting, density_defaults, fit, resolve_device
 
@@ -87,10 +88,36 @@ def load_data(source: str, split: str, num_samples: int, seed: int, **options: A
     return dataset(source, **options)
 
 
+def _nll_name(model: Flow) -> str:
+    """The metric's name: ``nll``, or what a padded model's ``-log_prob`` is (see Flow)."""
+    if model.padding is None:
+        return "nll"
+    return "nll_bound" if model.padding.kind == "gaussian" else "nll_at_zero_padding"
+
+
 def _nll_metrics(
     model: Flow, data: torch.Tensor, digits: bool, context: torch.Tensor | None = None
 ) -> dict[str, float]:
-    """Mean NLL of ``data`` (with ``context``: one row for all, or one row per data row)."""
+    r"""Mean NLL of ``data`` (with ``context``: one row for all, or one row per data row).
+
+    For a padded model the keys say what it is: ``nll_bound`` (Gaussian padding, an upper
+    bound on the NLL) or ``nll_at_zero_padding`` (:math:`-\log p(x, 0)`, not an NLL of
+    :math:`x`), and ``bits_per_dim`` becomes ``bits_per_dim_bound`` (or
+    ``bits_per_dim_at_zero_padding``). The Gaussian padding's draws come from torch's RNG
+    seeded with 0 (the global state is restored after), so that ``evaluate_run`` repeats the
+    test metric of ``fit_run``.
+    """
+    device = data.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.default_generator.manual_seed(0)
+        if device.type == "cuda":
+            torch.cuda.default_generators[device.index or 0].manual_seed(0)
+        return _nll_metrics_drawn(model, data, digits, context)
+
+
+def _nll_metrics_drawn(
+    model: Flow, data: torch.Tensor, digits: bool, context: torch.Tensor | None
+) -> dict[str, float]:
     model.eval()
     chunks = data.split(4096)
     if context is None or context.dim() == 1:
@@ -105,9 +132,11 @@ def _nll_metrics(
             .double()
             .mean()
         )
-    metrics = {"nll": nll}
+    name = _nll_name(model)
+    metrics = {name: nll}
     if digits:
-        metrics["bits_per_dim"] = float(bits_per_dim(nll, DIGITS_DIM, DIGITS_LEVELS))
+        bits = name.replace("nll", "bits_per_dim")
+        metrics[bits] = float(bits_per_dim(nll, DIGITS_DIM, DIGITS_LEVELS))
     return metrics
 
 
@@ -124,6 +153,7 @@ def fit_run(
     seed: int = 0,
     device: str = "auto",
     logit_alpha: float | None = None,
+    padding: Padding | dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None,
     augment: Augment | str | None = "auto",
     **fit_options: Any,
@@ -137,7 +167,12 @@ def fit_run(
     ``fit()``'s). The run's ``metrics.json`` records every resolved setting.
 
     ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"``:
-    ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``augment`` is
+    ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``padding`` (a
+    :class:`~pyroflows.distributions.Padding` or its dict) pads the data with extra
+    coordinates (the flow then acts on :math:`D` + ``extra`` of them, and the defaults are
+    chosen for that size); ``metrics.json`` records it, the model's recipe stores it, and the
+    NLLs of the run are then bounds (the test metric is ``nll_bound``; see
+    :func:`evaluate_run`). ``augment`` is
     :func:`~pyroflows.train.fit`'s per-epoch draw of the training rows; ``"auto"`` (default)
     means ``Dequantize(levels=17)`` for ``"digits"``, whose training images are then read as
     integers (one row per image, so the validation split holds whole images) and dequantised
@@ -187,11 +222,15 @@ def fit_run(
     )
     if logit_alpha is None and data == "digits":
         logit_alpha = DIGITS_LOGIT_ALPHA
-    chosen = density_defaults(len(train), train.shape[1], image=data == "digits")
+    padding = as_padding(padding)
+    flow_dim = train.shape[1] + (padding.extra if padding is not None else 0)
+    chosen = density_defaults(len(train), flow_dim, image=data == "digits")
     if flow is None:
         flow, options = chosen.flow, {**chosen.options, **(options or {})}
     fit_options = {**chosen.fit, **fit_options}
-    model = Flow.build(flow, train.shape[1], logit_alpha=logit_alpha, **(options or {}))
+    model = Flow.build(
+        flow, train.shape[1], logit_alpha=logit_alpha, padding=padding, **(options or {})
+    )
     fitting = {
         "resume": resume,
         "override": override,
@@ -213,6 +252,7 @@ def fit_run(
         "flow": flow,
         "options": options or {},
         "logit_alpha": logit_alpha,
+        "padding": None if padding is None else padding.to_dict(),
         "augment": _augment_setting(augment),
         "fit": {k: v for k, v in {**fit_options, **(override or {})}.items() if k != "progress"},
         "device": str(resolve_device(device)),
@@ -354,7 +394,14 @@ def evaluate_run(
     *,
     context: str | os.PathLike | None = None,
 ) -> dict[str, float]:
-    """Mean NLL (nats per example) of a saved model on ``data``.
+    r"""Mean NLL (nats per example) of a saved model on ``data``.
+
+    For a padded model the key says what is reported: ``nll_bound``, the mean of
+    :math:`-\mathcal{L}_K`, an upper bound on the NLL (Gaussian padding; :math:`K` the
+    model's ``particles``; a stochastic estimate drawn from torch's RNG seeded with 0, the
+    same draws as the run's test metric), or
+    ``nll_at_zero_padding``, the mean of :math:`-\log p(x, 0)` (zero padding; not an NLL of
+    the data); see :class:`~pyroflows.distributions.Flow`, "Padding".
 
     ``data``: a file (constant columns allowed: legitimate in test data; ``data_options``:
     ``key``, ``header``), or a generated dataset's or the digits' test split (then also
