@@ -203,6 +203,12 @@ def single_map(transform: object, name: str | None = None) -> _Map:
 
 def _model_maps(model: Flow, flow_maps: list[_Map]) -> list[_Map]:
     """Data to noise: the logit map (if any), the standardisation, then the flow's inverse."""
+    if getattr(model, "padding", None) is not None:
+        raise ValueError(
+            "a padded model's flow maps (data, padding) to noise, not the data alone: diagnose "
+            "model.flow.inv at model.flow_points(x), e.g. "
+            "condition_numbers(model.flow.inv, model.flow_points(x))"
+        )
     front = [] if model.logit is None else [flow_map(model.logit, "logit")]
     return [*front, standardisation(model), *flow_maps]
 

@@ -286,3 +286,14 @@ def test_cli_fits_a_padded_model_and_evaluate_reports_the_bound(tmp_path, capsys
         warnings.simplefilter("ignore")
         status = main([*args[:3], "--pad-kind", "zero", "--out", str(tmp_path / "x"), "--quiet"])
     assert status == 2 and "add --pad N" in capsys.readouterr().err
+
+
+def test_diagnostics_of_a_padded_model_say_how_to_measure_its_flow():
+    from pyroflows.diagnostics import condition_numbers, layer_report
+
+    model = Flow.build("realnvp", 2, num_layers=2, padding=Padding(2, "gaussian", scale=0.5))
+    x = torch.randn(6, 2)
+    for diagnose in (condition_numbers, layer_report):
+        with pytest.raises(ValueError, match=r"model\.flow\.inv at model\.flow_points\(x\)"):
+            diagnose(model, x)
+    assert condition_numbers(model.flow.inv, model.flow_points(x)).condition.shape == (6,)
