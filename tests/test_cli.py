@@ -46,7 +46,8 @@ def test_resume_continues_the_run_and_refuses_another_flow(tmp_path, capsys):
     assert _fit(tmp_path, "--resume", "--override", "epochs=3,lr=1e-4") == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["fit"]["epochs"] == 3
-    assert metrics["overrides"][0]["settings"] == {"epochs": [2, 3], "lr": [0.003, 0.0001]}  # 2-D: 3e-3
+    # 3e-3: the density defaults' rate for 2-D data
+    assert metrics["overrides"][0]["settings"] == {"epochs": [2, 3], "lr": [0.003, 0.0001]}
     with pytest.raises(CheckpointMismatchError, match="num_layers"):  # --debug: it propagates
         main(["--debug", "fit", "--data", "moons", "--flow", "realnvp", "--layers", "3",
               "--hidden", "16", "16", "--num-samples", "400", "--out", str(tmp_path), "--quiet",
