@@ -11,6 +11,7 @@ import pytest
 
 import pyroflows
 import pyroflows.diagnostics
+import pyroflows.experiments.linear_couplings
 import pyroflows.infer
 import pyroflows.nn
 import pyroflows.transforms
@@ -32,6 +33,7 @@ MATHEMATICAL_MODULES = (
     pyroflows.nn,
     pyroflows.infer,
     pyroflows.diagnostics,
+    pyroflows.experiments.linear_couplings,
 )
 NO_FORMULA = {
     "FlowSpec": "a registry record; the formulas are on the classes it builds",

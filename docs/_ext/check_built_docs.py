@@ -30,6 +30,7 @@ PUBLIC_MODULES = (
     "pyroflows.checkpoint",
     "pyroflows.runs",
     "pyroflows.diagnostics",
+    "pyroflows.experiments.linear_couplings",
 )
 
 

@@ -1,0 +1,9 @@
+"""Experiments of the papers behind the library, as small tested functions.
+
+:mod:`pyroflows.experiments.linear_couplings`: how many fixed-partition linear affine couplings
+make an arbitrary invertible linear map (Koehler, Mehta & Risteski, 2021).
+"""
+
+from . import linear_couplings
+
+__all__ = ["linear_couplings"]
