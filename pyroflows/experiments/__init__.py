@@ -2,8 +2,10 @@
 
 :mod:`pyroflows.experiments.linear_couplings`: how many fixed-partition linear affine couplings
 make an arbitrary invertible linear map (Koehler, Mehta & Risteski, 2021).
+:mod:`pyroflows.experiments.padding`: no padding, zero padding and Gaussian padding of 2-D data,
+their conditioning and samples (Koehler, Mehta & Risteski, 2021).
 """
 
-from . import linear_couplings
+from . import linear_couplings, padding
 
-__all__ = ["linear_couplings"]
+__all__ = ["linear_couplings", "padding"]
