@@ -389,18 +389,18 @@ def padding_run(
     curve: dict[str, list[float]] = {
         key: [] for key in ("step", "loss", "cond_median", "cond_max", "sigma_min")
     }
-    losses: list[float] = []
+    losses: list[Tensor] = []  # kept on the device: one sync per curve point, not per step
     for step in range(1, steps + 1):
         rows = torch.randint(len(data), (batch_size,), generator=gen)
         loss = -model.log_prob(data[rows]).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
         if step % every == 0 or step == steps:
             condition, sigma = _conditioning(model, probe, seed)
             curve["step"].append(step)
-            curve["loss"].append(statistics.fmean(losses))
+            curve["loss"].append(float(torch.stack(losses).double().mean()))
             curve["cond_median"].append(float(condition.median()))
             curve["cond_max"].append(float(condition.max()))
             curve["sigma_min"].append(float(sigma.min()))
