@@ -31,6 +31,8 @@ PUBLIC_MODULES = (
     "pyroflows.runs",
     "pyroflows.diagnostics",
     "pyroflows.experiments.linear_couplings",
+    "pyroflows.experiments.padding",
+    "pyroflows.experiments.depth",
 )
 
 

@@ -4,8 +4,10 @@
 make an arbitrary invertible linear map (Koehler, Mehta & Risteski, 2021).
 :mod:`pyroflows.experiments.padding`: no padding, zero padding and Gaussian padding of 2-D data,
 their conditioning and samples (Koehler, Mehta & Risteski, 2021).
+:mod:`pyroflows.experiments.depth`: the depth a flow needs to fit a mixture of Gaussians on a
+sphere, against a non-invertible generator (Koehler, Mehta & Risteski, 2021).
 """
 
-from . import linear_couplings, padding
+from . import depth, linear_couplings, padding
 
-__all__ = ["linear_couplings", "padding"]
+__all__ = ["depth", "linear_couplings", "padding"]
