@@ -20,12 +20,7 @@ from pyroflows.experiments.depth import (
 SMALL = {"train_rows": 4000, "test_rows": 2000, "hidden_dims": [32, 32]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_generator_recovers_the_mixture_it_can_represent():
