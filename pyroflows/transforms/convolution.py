@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._base import FlowModule
-from .linear import _lu_factors, _random_lu
+from .linear import _LUMatrix
 
 __all__ = ["InvertibleConv1x1"]
 
@@ -21,7 +21,7 @@ def _image_shape(event_shape: int | Sequence[int], name: str) -> tuple[int, int,
     return shape
 
 
-class InvertibleConv1x1(FlowModule):
+class InvertibleConv1x1(_LUMatrix, FlowModule):
     r"""Invertible :math:`1 \times 1` convolution (Glow), LU-parameterised: a learned channel mix.
 
     Every pixel's channel vector is multiplied by the same invertible :math:`C \times C`
@@ -62,22 +62,7 @@ class InvertibleConv1x1(FlowModule):
     def __init__(self, event_shape: Sequence[int]) -> None:
         channels, height, width = _image_shape(event_shape, "InvertibleConv1x1")
         super().__init__((channels, height, width))
-        permutation, lower, upper, diagonal = _random_lu(channels)
-        self.register_buffer("permutation", permutation)
-        self.register_buffer("inverse_permutation", torch.argsort(permutation))
-        self.register_buffer("diag_sign", diagonal.sign())
-        self.lower = nn.Parameter(lower)
-        self.upper = nn.Parameter(upper)
-        self.log_diag = nn.Parameter(diagonal.abs().log())
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        """The triangular factors :math:`(L, U)`."""
-        return _lu_factors(self.lower, self.upper, self.diag_sign, self.log_diag)
-
-    def matrix(self) -> Tensor:
-        """The channel-mixing matrix :math:`W = PLU`, shape ``(C, C)``."""
-        lower, upper = self.factors()
-        return (lower @ upper)[self.permutation]
+        self._init_lu(channels)
 
     def inverse_matrix(self) -> Tensor:
         r""":math:`W^{-1} = U^{-1} L^{-1} P^T`, by two triangular solves."""

@@ -41,26 +41,44 @@ def _constant_log_det(log_diag: Tensor, like: Tensor) -> Tensor:
     return log_diag.sum(-1).expand(like.shape[:-1])
 
 
-def _random_lu(dim: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """A random orthogonal matrix (torch's global RNG) in LU form ``P L U``.
+class _LUMatrix:
+    r"""A learnable invertible matrix :math:`W = PLU`: LULinear's and the 1x1 convolution's.
 
-    Returns the row permutation ``perm`` (``(P M)[i] = M[perm[i]]``), the strict lower part of
-    ``L``, the strict upper part of ``U`` and the diagonal of ``U``.
+    :math:`P` is a fixed permutation (buffers ``permutation``, ``(P M)[i] = M[perm[i]]``, and
+    ``inverse_permutation``), :math:`L` unit lower triangular (parameter ``lower``, strict part
+    used), :math:`U` upper triangular (``upper``, strict part) with diagonal
+    :math:`\sigma_i e^{d_i}`: signs ``diag_sign`` fixed (buffer), ``log_diag`` learned.
     """
-    orthogonal, _ = torch.linalg.qr(torch.randn(dim, dim))
-    perm_matrix, lower, upper = torch.linalg.lu(orthogonal)
-    return perm_matrix.argmax(dim=-1), torch.tril(lower, -1), torch.triu(upper, 1), upper.diagonal()
 
+    permutation: Tensor
+    diag_sign: Tensor
+    lower: nn.Parameter
+    upper: nn.Parameter
+    log_diag: nn.Parameter
 
-def _lu_factors(
-    lower: Tensor, upper: Tensor, diag_sign: Tensor, log_diag: Tensor
-) -> tuple[Tensor, Tensor]:
-    r"""The unit lower :math:`L` and the upper :math:`U` with diagonal :math:`\sigma e^{d}`."""
-    ones = torch.ones_like(log_diag)
-    return (
-        torch.tril(lower, -1) + torch.diag_embed(ones),
-        torch.triu(upper, 1) + torch.diag_embed(diag_sign * log_diag.exp()),
-    )
+    def _init_lu(self, dim: int) -> None:
+        """Start at a random orthogonal matrix (torch's global RNG), decomposed once."""
+        orthogonal, _ = torch.linalg.qr(torch.randn(dim, dim))
+        perm_matrix, lower, upper = torch.linalg.lu(orthogonal)
+        diagonal = upper.diagonal()
+        self.register_buffer("permutation", perm_matrix.argmax(dim=-1))
+        self.register_buffer("inverse_permutation", torch.argsort(self.permutation))
+        self.register_buffer("diag_sign", diagonal.sign())
+        self.lower = nn.Parameter(torch.tril(lower, -1))
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_diag = nn.Parameter(diagonal.abs().log())
+
+    def factors(self) -> tuple[Tensor, Tensor]:
+        """The triangular factors :math:`(L, U)`."""
+        ones = torch.ones_like(self.log_diag)
+        lower = torch.tril(self.lower, -1) + torch.diag_embed(ones)
+        upper = torch.triu(self.upper, 1) + torch.diag_embed(self.diag_sign * self.log_diag.exp())
+        return lower, upper
+
+    def matrix(self) -> Tensor:
+        """The full matrix :math:`W = PLU`."""
+        lower, upper = self.factors()
+        return (lower @ upper)[self.permutation]
 
 
 def _householder_matrix(vectors: Tensor) -> Tensor:
@@ -290,7 +308,7 @@ class TriangularLinear(FlowModule):
         return x, _constant_log_det(self.log_diag, x)
 
 
-class LULinear(FlowModule):
+class LULinear(_LUMatrix, FlowModule):
     r"""Invertible linear flow in LU form (as Glow's 1x1 convolution), for vectors.
 
     .. math::
@@ -320,23 +338,8 @@ class LULinear(FlowModule):
 
     def __init__(self, input_dim: int) -> None:
         super().__init__(input_dim)
-        permutation, lower, upper, diagonal = _random_lu(input_dim)
-        self.register_buffer("permutation", permutation)
-        self.register_buffer("inverse_permutation", torch.argsort(permutation))
-        self.register_buffer("diag_sign", diagonal.sign())
-        self.lower = nn.Parameter(lower)
-        self.upper = nn.Parameter(upper)
-        self.log_diag = nn.Parameter(diagonal.abs().log())
+        self._init_lu(input_dim)
         self.bias = nn.Parameter(torch.zeros(input_dim))
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        """The triangular factors :math:`(L, U)`."""
-        return _lu_factors(self.lower, self.upper, self.diag_sign, self.log_diag)
-
-    def matrix(self) -> Tensor:
-        """The full matrix :math:`W = PLU`."""
-        lower, upper = self.factors()
-        return (lower @ upper)[self.permutation]
 
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y = F.linear(x, self.matrix(), self.bias)
