@@ -48,7 +48,10 @@ class ConvCoupling(FlowModule):
     parameters as bias, so the layer starts as the identity. With ``context_dim > 0`` a
     context vector :math:`c` (e.g. a one-hot class label) is broadcast over the pixels as
     ``context_dim`` extra input channels of the network; ``flow.condition(c)`` then gives the
-    layer at :math:`c`. Both directions cost one network pass,
+    layer at :math:`c`. With ``image_context=True`` the context is an image instead (e.g. a
+    low-resolution or masked version of :math:`x`), passed flattened: a vector of
+    ``context_dim`` :math:`= C_c H W` values read as :math:`C_c` extra input channels
+    (``c.reshape(..., C_c, H, W)``). Both directions cost one network pass,
     :math:`O(HW\,B F^2 k^2)` per image for ``num_blocks`` :math:`B`, ``hidden_channels``
     :math:`F` and :math:`3 \times 3` kernels (:math:`k = 3`), plus :math:`O(P)` per element
     for the transformer (the checkerboard evaluates it on every pixel and keeps the
@@ -62,6 +65,12 @@ class ConvCoupling(FlowModule):
         flip: swap the two parts (alternate it along a stack so every element is transformed).
         num_blocks: residual blocks of the conditioner; keyword-only.
         context_dim: size of the context vector (``0``: unconditional); keyword-only.
+        image_context: read the context as :math:`C_c` = ``context_dim / (H W)`` image planes
+            instead of broadcasting it over the pixels; keyword-only.
+        norm: normalisation in the conditioner, ``None`` (default), ``"group"`` or
+            ``"batch"`` (see :class:`~pyroflows.nn.ConvResNet`; with ``"batch"`` the map
+            depends on the batch in training mode, so evaluate densities in ``eval()`` mode);
+            keyword-only.
 
     References:
         Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", 2017,
@@ -91,6 +100,8 @@ class ConvCoupling(FlowModule):
         *,
         num_blocks: int = 2,
         context_dim: int = 0,
+        image_context: bool = False,
+        norm: Literal["group", "batch"] | None = None,
     ) -> None:
         channels, height, width = _image_shape(event_shape, "ConvCoupling")
         if mask not in _MASKS:
@@ -105,7 +116,15 @@ class ConvCoupling(FlowModule):
                 "a channel mask needs at least two channels (C >= 2); got the event shape "
                 f"{tuple(event_shape)}"
             )
+        if image_context and (context_dim < 1 or context_dim % (height * width)):
+            raise ValueError(
+                "image_context=True reads the context as C_c planes of H x W pixels: "
+                f"context_dim must be a positive multiple of H * W = {height * width}, got "
+                f"{context_dim}"
+            )
         super().__init__((channels, height, width), context_dim)
+        self.image_context = bool(image_context)
+        context_channels = context_dim // (height * width) if image_context else context_dim
         self.transformer = transformer if transformer is not None else Affine()
         self.mask_kind, self.flip = mask, bool(flip)
         count = self.transformer.params_per_dim
@@ -124,10 +143,11 @@ class ConvCoupling(FlowModule):
             self._transformed_channels = channels - half if not self.flip else half
             in_channels = half if not self.flip else channels - half
         self.conditioner = ConvResNet(
-            in_channels + self.context_dim,
+            in_channels + context_channels,
             count * self._transformed_channels,
             hidden_channels,
             num_blocks,
+            norm=norm,
         )
         _start_at_identity(
             self.conditioner.output_layer, self.transformer, self._transformed_channels
@@ -137,7 +157,11 @@ class ConvCoupling(FlowModule):
         """Transformer parameters ``(..., P, C_b, H, W)`` from the network's input channels."""
         if context is not None:
             batch = torch.broadcast_shapes(passed.shape[:-3], context.shape[:-1])
-            planes = context[..., None, None].expand(*batch, -1, *self.event_shape[1:])
+            pixels = self.event_shape[1:]
+            if self.image_context:
+                planes = context.unflatten(-1, (-1, *pixels)).expand(*batch, -1, *pixels)
+            else:
+                planes = context[..., None, None].expand(*batch, -1, *pixels)
             passed = torch.cat([passed.expand(*batch, -1, -1, -1), planes], dim=-3)
         out = self.conditioner(passed)
         return out.unflatten(-3, (self.transformer.params_per_dim, self._transformed_channels))

@@ -245,3 +245,49 @@ def test_conv_resnet_shapes_errors_and_sample_independence():
         ConvResNet(3, 5, norm="layer")
     with pytest.raises(ValueError, match="hidden_channels must be a positive integer"):
         ConvResNet(3, 5, hidden_channels=0)
+
+
+# -- image contexts ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mask", ["checkerboard", "channel"])
+def test_image_context_is_read_as_planes_and_keeps_the_contract(mask):
+    """A context image of shape (C_c, H, W) = (2, 8, 8), passed flattened (context_dim 128)."""
+    torch.manual_seed(0)
+    flow = ConvCoupling((2, 8, 8), 8, mask=mask, context_dim=128, image_context=True, num_blocks=1)
+    flow = _perturb(flow, 0.2).double()
+    x = torch.randn(5, 2, 8, 8, dtype=F64)
+    context = torch.randn(5, 2, 8, 8, dtype=F64)
+    t = flow.condition(context.flatten(-3))
+    y = t(x)
+    log_det = t.log_abs_det_jacobian(x, y)
+    torch.testing.assert_close(t.inv(y.clone()), x)
+    sample = flow.condition(context[2].flatten()).with_cache(0)
+    torch.testing.assert_close(log_det[2], _jacobian_log_det(sample, x[2]))
+    torch.testing.assert_close(flow.inv.condition(context.flatten(-3))(y), t.inv(y))
+    # a change of the context image at one pixel changes the output near that pixel only
+    moved = context.clone()
+    moved[:, :, 0, 0] += 3.0
+    changed = (flow.condition(moved.flatten(-3))(x) - y).abs().amax(dim=(0, 1))
+    # three 3x3 convolutions (in, block, out) reach 3 pixels away, and no further
+    assert changed[0, :2].max() > 1e-3 and changed[4:, 4:].max() == 0
+    # the context broadcasts: one context image for a batch of inputs
+    torch.testing.assert_close(flow.condition(context[0].flatten())(x)[0], y[0])
+
+
+def test_image_context_size_must_be_whole_planes():
+    with pytest.raises(ValueError, match=r"multiple of H \* W = 16, got 10"):
+        ConvCoupling((2, 4, 4), context_dim=10, image_context=True)
+    with pytest.raises(ValueError, match=r"multiple of H \* W = 16, got 0"):
+        ConvCoupling((2, 4, 4), image_context=True)
+
+
+def test_batch_normalised_conditioner_is_a_bijection_in_eval_mode():
+    torch.manual_seed(0)
+    flow = _perturb(ConvCoupling((2, 4, 4), 8, norm="batch"), 0.2)
+    flow(torch.randn(64, 2, 4, 4))  # training mode: updates the running statistics
+    flow.eval()
+    x = torch.randn(3, 2, 4, 4)
+    y, log_det = flow.forward_and_log_det(x)
+    x_back, inverse_log_det = flow.inverse_and_log_det(y.clone())
+    torch.testing.assert_close(x_back, x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(inverse_log_det, -log_det, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flow.forward_and_log_det(x[:1])[0], y[:1])  # batch independent
