@@ -52,10 +52,10 @@ class ConvCoupling(FlowModule):
     low-resolution or masked version of :math:`x`), passed flattened: a vector of
     ``context_dim`` :math:`= C_c H W` values read as :math:`C_c` extra input channels
     (``c.reshape(..., C_c, H, W)``). Both directions cost one network pass,
-    :math:`O(HW\,B F^2 k^2)` per image for ``num_blocks`` :math:`B`, ``hidden_channels``
-    :math:`F` and :math:`3 \times 3` kernels (:math:`k = 3`), plus :math:`O(P)` per element
-    for the transformer (the checkerboard evaluates it on every pixel and keeps the
-    :math:`b` half).
+    :math:`O(HW\,[(C + PC) 9 F + B (k_B^2 + 1) F^2])` per image for ``num_blocks`` :math:`B`,
+    ``hidden_channels`` :math:`F` and ``block_kernel_size`` :math:`k_B` (see
+    :class:`~pyroflows.nn.ConvResNet`), plus :math:`O(P)` per element for the transformer (the
+    checkerboard evaluates it on every pixel and keeps the :math:`b` half).
 
     Args:
         event_shape: the image shape ``(C, H, W)``.
@@ -67,6 +67,9 @@ class ConvCoupling(FlowModule):
         context_dim: size of the context vector (``0``: unconditional); keyword-only.
         image_context: read the context as :math:`C_c` = ``context_dim / (H W)`` image planes
             instead of broadcasting it over the pixels; keyword-only.
+        block_kernel_size: kernel of the first convolution of each residual block (``1``:
+            per-pixel blocks, as the middle layer of Glow's conditioner, much cheaper);
+            keyword-only.
         norm: normalisation in the conditioner, ``None`` (default), ``"group"`` or
             ``"batch"`` (see :class:`~pyroflows.nn.ConvResNet`; with ``"batch"`` the map
             depends on the batch in training mode, so evaluate densities in ``eval()`` mode);
@@ -101,6 +104,7 @@ class ConvCoupling(FlowModule):
         num_blocks: int = 2,
         context_dim: int = 0,
         image_context: bool = False,
+        block_kernel_size: int = 3,
         norm: Literal["group", "batch"] | None = None,
     ) -> None:
         channels, height, width = _image_shape(event_shape, "ConvCoupling")
@@ -147,6 +151,7 @@ class ConvCoupling(FlowModule):
             count * self._transformed_channels,
             hidden_channels,
             num_blocks,
+            block_kernel_size=block_kernel_size,
             norm=norm,
         )
         _start_at_identity(

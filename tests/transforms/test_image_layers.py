@@ -241,6 +241,11 @@ def test_conv_resnet_shapes_errors_and_sample_independence():
         net(torch.randn(2, 4, 5, 5))
     with pytest.raises(ValueError, match="kernel_size must be a positive odd integer, got 2"):
         ConvResNet(3, 5, kernel_size=2)
+    with pytest.raises(ValueError, match="block_kernel_size must be a positive odd integer"):
+        ConvResNet(3, 5, block_kernel_size=4)
+    glow_like = ConvResNet(3, 5, hidden_channels=8, num_blocks=1, block_kernel_size=1)
+    assert glow_like.blocks[0].net[2].weight.shape == (8, 8, 1, 1)
+    assert glow_like.input_layer.weight.shape == (8, 3, 3, 3)
     with pytest.raises(ValueError, match="norm must be None, 'group' or 'batch', got 'layer'"):
         ConvResNet(3, 5, norm="layer")
     with pytest.raises(ValueError, match="hidden_channels must be a positive integer"):
