@@ -296,3 +296,35 @@ def test_batch_normalised_conditioner_is_a_bijection_in_eval_mode():
     torch.testing.assert_close(x_back, x, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(inverse_log_det, -log_det, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(flow.forward_and_log_det(x[:1])[0], y[:1])  # batch independent
+
+
+# -- the three layers together: a Glow step as a Pyro distribution ---------------------------
+def test_a_glow_step_is_a_conditional_pyro_distribution_over_images():
+    import pyro.distributions as dist
+    from pyro.distributions.conditional import ConditionalTransformedDistribution
+
+    from pyroflows.transforms import FlowSequence
+
+    torch.manual_seed(0)
+    shape = (4, 4, 4)
+    step = FlowSequence(
+        [
+            ActNorm(shape),
+            InvertibleConv1x1(shape),
+            ConvCoupling(shape, 8, mask="channel", num_blocks=1, context_dim=3),
+            ConvCoupling(shape, 8, Additive(), flip=True, num_blocks=1, context_dim=3),
+        ]
+    ).double()
+    _perturb(step, 0.1)
+    base = dist.Normal(torch.zeros(shape, dtype=F64), 1.0).to_event(3)
+    model = ConditionalTransformedDistribution(base, [step])  # base -> data; density by .inv
+    labels = torch.eye(3, dtype=F64)[torch.tensor([0, 1, 2, 1, 0])]
+    data = torch.randn(5, *shape, dtype=F64) * 2 + 1
+    log_prob = model.condition(labels).log_prob(data)  # ActNorm initialises on these data
+    assert log_prob.shape == (5,) and torch.isfinite(log_prob).all()
+    assert step.layers[0].initialized
+    z, log_det = step.inverse_and_log_det(data, labels)
+    torch.testing.assert_close(log_prob, base.log_prob(z) + log_det)
+    draws = model.condition(labels).rsample()
+    assert draws.shape == (5, *shape)
+    torch.testing.assert_close(step.forward_and_log_det(z, labels)[0], data)
