@@ -1,5 +1,6 @@
 """Networks used by flows: conditioners and hypernetworks."""
 
+from .conv import ConvResNet
 from .functional import clamp_in_value, inverse_softplus
 from .made import MADE, MaskedLinear, Ordering
 from .mlp import MLP
@@ -8,6 +9,7 @@ from .parameters import FlowParameters
 __all__ = [
     "MADE",
     "MLP",
+    "ConvResNet",
     "FlowParameters",
     "MaskedLinear",
     "Ordering",

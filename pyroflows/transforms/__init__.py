@@ -25,6 +25,7 @@ from ._base import (
 )
 from .autoregressive import Autoregressive
 from .compose import FlowSequence
+from .convolution import InvertibleConv1x1
 from .coupling import Coupling, coupling_mask
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
 from .helpers import (
@@ -47,6 +48,7 @@ from .helpers import (
     spline_autoregressive,
     spline_coupling,
 )
+from .image_coupling import ConvCoupling
 from .linear import (
     ActNorm,
     Householder,
@@ -98,6 +100,7 @@ __all__ = [
     "ConditionalAffineCoupling",
     "ConditionalSplineAutoregressive",
     "ConditionedFlow",
+    "ConvCoupling",
     "Coupling",
     "DeepSigmoid",
     "Elementwise",
@@ -112,6 +115,7 @@ __all__ = [
     "InverseFlow",
     "InverseNotConvergedError",
     "InverseNotConvergedWarning",
+    "InvertibleConv1x1",
     "LULinear",
     "LeakyReLU",
     "LogitTransform",

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn import FlowParameters
 from ._base import FlowModule
-from .elementwise import ElementwiseAffine
 
 __all__ = [
     "ActNorm",
@@ -39,6 +39,46 @@ def _solve_triangular(
 def _constant_log_det(log_diag: Tensor, like: Tensor) -> Tensor:
     """The input-independent log-det ``sum(log_diag)``, expanded to the batch shape of ``like``."""
     return log_diag.sum(-1).expand(like.shape[:-1])
+
+
+class _LUMatrix:
+    r"""A learnable invertible matrix :math:`W = PLU`: LULinear's and the 1x1 convolution's.
+
+    :math:`P` is a fixed permutation (buffers ``permutation``, ``(P M)[i] = M[perm[i]]``, and
+    ``inverse_permutation``), :math:`L` unit lower triangular (parameter ``lower``, strict part
+    used), :math:`U` upper triangular (``upper``, strict part) with diagonal
+    :math:`\sigma_i e^{d_i}`: signs ``diag_sign`` fixed (buffer), ``log_diag`` learned.
+    """
+
+    permutation: Tensor
+    diag_sign: Tensor
+    lower: nn.Parameter
+    upper: nn.Parameter
+    log_diag: nn.Parameter
+
+    def _init_lu(self, dim: int) -> None:
+        """Start at a random orthogonal matrix (torch's global RNG), decomposed once."""
+        orthogonal, _ = torch.linalg.qr(torch.randn(dim, dim))
+        perm_matrix, lower, upper = torch.linalg.lu(orthogonal)
+        diagonal = upper.diagonal()
+        self.register_buffer("permutation", perm_matrix.argmax(dim=-1))
+        self.register_buffer("inverse_permutation", torch.argsort(self.permutation))
+        self.register_buffer("diag_sign", diagonal.sign())
+        self.lower = nn.Parameter(torch.tril(lower, -1))
+        self.upper = nn.Parameter(torch.triu(upper, 1))
+        self.log_diag = nn.Parameter(diagonal.abs().log())
+
+    def factors(self) -> tuple[Tensor, Tensor]:
+        """The triangular factors :math:`(L, U)`."""
+        ones = torch.ones_like(self.log_diag)
+        lower = torch.tril(self.lower, -1) + torch.diag_embed(ones)
+        upper = torch.triu(self.upper, 1) + torch.diag_embed(self.diag_sign * self.log_diag.exp())
+        return lower, upper
+
+    def matrix(self) -> Tensor:
+        """The full matrix :math:`W = PLU`."""
+        lower, upper = self.factors()
+        return (lower @ upper)[self.permutation]
 
 
 def _householder_matrix(vectors: Tensor) -> Tensor:
@@ -91,23 +131,31 @@ class Permutation(FlowModule):
         return y[..., self.inverse_permutation], y.new_zeros(y.shape[:-1])
 
 
-class ActNorm(ElementwiseAffine):
-    r"""Activation normalisation (Glow): element-wise affine with data-dependent initialisation.
+class ActNorm(FlowModule):
+    r"""Activation normalisation (Glow): an affine map with data-dependent initialisation.
+
+    For vectors (event shape ``(D,)``) one scale and shift per coordinate; for images (event
+    shape ``(C, H, W)``) one per channel, shared by the :math:`HW` pixels (shape ``(C, 1, 1)``):
 
     .. math::
-        y_i = \mu_i + e^{s_i} x_i, \qquad \log|\det J| = \sum_i s_i .
+        y_{c,h,w} = \mu_c + e^{s_c} x_{c,h,w}, \qquad
+        x_{c,h,w} = (y_{c,h,w} - \mu_c)\, e^{-s_c}, \qquad
+        \log|\det J| = H W \sum_c s_c
 
+    (:math:`H = W = 1` for vectors, with :math:`c` running over the :math:`D` coordinates).
     The first batch that passes through the layer, in either direction, sets :math:`\mu` and
     :math:`s` so that the layer's *output* for that batch has zero mean and unit variance per
-    dimension (NaN entries are ignored in those statistics). In a density model
-    ``TransformedDistribution(base, [..., actnorm])`` the data enter through the inverse, so
-    the data are standardised. After that the parameters are ordinary learnable parameters;
-    whether the layer is initialised is part of ``state_dict``, so a restored model is not
-    re-initialised. Cost :math:`O(D)` per sample in both directions; unconditional.
+    coordinate, or per channel over the batch and all pixels (NaN entries are ignored in those
+    statistics). In a density model ``TransformedDistribution(base, [..., actnorm])`` the data
+    enter through the inverse, so the data are standardised. After that the parameters are
+    ordinary learnable parameters (``params.shift`` and ``params.log_scale``); whether the
+    layer is initialised is part of ``state_dict``, so a restored model is not re-initialised.
+    Cost :math:`O(D)` (or :math:`O(CHW)`) per sample in both directions, log-det :math:`O(C)`;
+    unconditional.
 
     Args:
-        input_dim: event size :math:`D`.
-        eps: standard deviations below this are treated as 1 (constant columns).
+        event_shape: event size :math:`D` (vectors) or an image shape ``(C, H, W)``.
+        eps: standard deviations below this are treated as 1 (constant columns or channels).
 
     References:
         Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", 2018,
@@ -120,26 +168,64 @@ class ActNorm(ElementwiseAffine):
         >>> y = flow(3.0 + 2.0 * torch.randn(1000, 2))
         >>> bool(y.mean(0).abs().max() < 1e-5), [round(v, 2) for v in y.std(0).tolist()]
         (True, [1.0, 1.0])
+        >>> images = ActNorm((3, 4, 4))  # one scale and shift per channel
+        >>> images.params.log_scale.shape
+        torch.Size([3, 1, 1])
+        >>> y = images(1.0 + 5.0 * torch.randn(64, 3, 4, 4))
+        >>> [round(v, 2) for v in y.transpose(0, 1).reshape(3, -1).std(-1).tolist()]
+        [1.0, 1.0, 1.0]
     """
 
-    def __init__(self, input_dim: int, eps: float = 1e-6) -> None:
-        super().__init__(input_dim)
+    def __init__(self, event_shape: int | Sequence[int], eps: float = 1e-6) -> None:
+        super().__init__(event_shape)
+        rank = len(self.event_shape)
+        if rank not in (1, 3):
+            raise ValueError(
+                "ActNorm takes vectors (D,) or images (C, H, W); got the event shape "
+                f"{self.event_shape}"
+            )
+        shape = self.event_shape if rank == 1 else (self.event_shape[0], 1, 1)
+        self._pixels = 1 if rank == 1 else self.event_shape[1] * self.event_shape[2]
+        self.params = FlowParameters({"shift": torch.zeros(shape), "log_scale": torch.zeros(shape)})
         self.eps = eps
         self.initialized = False
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "_pixels" not in self.__dict__:  # pickled when ActNorm took vectors only
+            self._pixels = 1
+
+    @property
+    def sign(self) -> int:
+        """``+1``: the map is increasing in each element."""
+        return 1
+
+    def _map(self, value: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        """The map (or its inverse) and the forward log-det, one formula for both directions."""
+        shift, log_scale = self.params.shift, self.params.log_scale
+        if inverse:
+            mapped = (value - shift) * torch.exp(-log_scale)
+        else:
+            mapped = shift + value * torch.exp(log_scale)
+        batch = mapped.shape[: mapped.dim() - len(self.event_shape)]
+        return mapped, (self._pixels * log_scale.sum()).expand(batch)
 
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if not self.initialized:
             self.initialize(x, data_side="input")
-        return super()._forward_pass(x, context)
+        return self._map(x, inverse=False)
 
     def _inverse_pass(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if not self.initialized:
             self.initialize(y, data_side="output")
-        return super()._inverse_pass(y, context)
+        return self._map(y, inverse=True)
 
     @torch.no_grad()
     def initialize(self, data: Tensor, data_side: Literal["input", "output"] = "output") -> None:
-        """Set the parameters so that the layer standardises ``data`` of shape ``(..., D)``.
+        """Set the parameters so that the layer standardises ``data`` of shape ``(..., *event)``.
+
+        Statistics are per coordinate (vectors) or per channel over the batch and the pixels
+        (images).
 
         Args:
             data: a batch of data.
@@ -148,19 +234,23 @@ class ActNorm(ElementwiseAffine):
                 to the forward map.
         """
         self._check_event(data, "data")
-        rows = data.detach().reshape(-1, self.input_dim)
+        if data_side not in ("input", "output"):
+            raise ValueError(f"data_side must be 'input' or 'output', got {data_side!r}")
+        data = data.detach()
+        if len(self.event_shape) == 3:
+            data = data.movedim(-3, -1)  # channels last: one column per channel
+        channels = self.params.shift.shape[0]
+        rows = data.reshape(-1, channels)
         mean = torch.nanmean(rows, dim=0)
         std = torch.nanmean((rows - mean) ** 2, dim=0).sqrt()
         mean = torch.nan_to_num(mean, nan=0.0)
         std = torch.where(torch.isfinite(std) & (std > self.eps), std, torch.ones_like(std))
         if data_side == "output":  # x = (y - mean) / std
             shift, log_scale = mean, std.log()
-        elif data_side == "input":  # y = (x - mean) / std
+        else:  # y = (x - mean) / std
             shift, log_scale = -mean / std, -std.log()
-        else:
-            raise ValueError(f"data_side must be 'input' or 'output', got {data_side!r}")
-        self.params.shift.copy_(shift)
-        self.params.log_scale.copy_(log_scale)
+        self.params.shift.copy_(shift.reshape(self.params.shift.shape))
+        self.params.log_scale.copy_(log_scale.reshape(self.params.log_scale.shape))
         self.initialized = True
 
     def get_extra_state(self) -> dict[str, bool]:
@@ -218,7 +308,7 @@ class TriangularLinear(FlowModule):
         return x, _constant_log_det(self.log_diag, x)
 
 
-class LULinear(FlowModule):
+class LULinear(_LUMatrix, FlowModule):
     r"""Invertible linear flow in LU form (as Glow's 1x1 convolution), for vectors.
 
     .. math::
@@ -248,28 +338,8 @@ class LULinear(FlowModule):
 
     def __init__(self, input_dim: int) -> None:
         super().__init__(input_dim)
-        orthogonal, _ = torch.linalg.qr(torch.randn(input_dim, input_dim))
-        perm_matrix, lower, upper = torch.linalg.lu(orthogonal)
-        diagonal = upper.diagonal()
-        self.register_buffer("permutation", perm_matrix.argmax(dim=-1))
-        self.register_buffer("inverse_permutation", torch.argsort(self.permutation))
-        self.register_buffer("diag_sign", diagonal.sign())
-        self.lower = nn.Parameter(torch.tril(lower, -1))
-        self.upper = nn.Parameter(torch.triu(upper, 1))
-        self.log_diag = nn.Parameter(diagonal.abs().log())
+        self._init_lu(input_dim)
         self.bias = nn.Parameter(torch.zeros(input_dim))
-
-    def factors(self) -> tuple[Tensor, Tensor]:
-        """The triangular factors :math:`(L, U)`."""
-        ones = torch.ones_like(self.log_diag)
-        lower = torch.tril(self.lower, -1) + torch.diag_embed(ones)
-        upper = torch.triu(self.upper, 1) + torch.diag_embed(self.diag_sign * self.log_diag.exp())
-        return lower, upper
-
-    def matrix(self) -> Tensor:
-        """The full matrix :math:`W = PLU`."""
-        lower, upper = self.factors()
-        return (lower @ upper)[self.permutation]
 
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y = F.linear(x, self.matrix(), self.bias)

@@ -18,6 +18,7 @@ from torch.distributions import Transform
 
 from .autoregressive import Autoregressive
 from .compose import FlowSequence
+from .convolution import InvertibleConv1x1
 from .coupling import Coupling
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
 from .helpers import (
@@ -27,6 +28,7 @@ from .helpers import (
     spline_autoregressive,
     spline_coupling,
 )
+from .image_coupling import ConvCoupling
 from .linear import (
     ActNorm,
     Householder,
@@ -65,7 +67,7 @@ class FlowSpec:
         conditional: whether ``context_dim > 0`` is supported (default ``True``).
         fast_direction: ``"forward"``, ``"inverse"`` or ``"both"`` (default).
         event_dims: the event ranks the flow accepts: ``(1,)`` for vectors only (default);
-            ``(1, 3)`` also takes ``(C, H, W)`` images.
+            ``(1, 3)`` also takes ``(C, H, W)`` images; ``(3,)`` images only.
         fixed: ``True`` for a fixed map with nothing to train (``family="preprocessing"``):
             a step of a model's chain, not a flow to fit, so ``Flow.build``, the guides and the
             command line refuse it (default ``False``).
@@ -245,6 +247,7 @@ _REVIEW = (
     "arXiv:1912.02762"
 )
 _IMAGES = (1, 3)  # vectors, and (C, H, W) images
+_IMAGES_ONLY = (3,)  # (C, H, W) images only
 
 # fmt: off
 for _spec in (
@@ -263,7 +266,8 @@ for _spec in (
     # -- linear -------------------------------------------------------------------------------
     FlowSpec("permutation", permutation, "linear", "O(D)", "O(D)", _REALNVP, (Permutation,),
              conditional=False),
-    FlowSpec("actnorm", ActNorm, "linear", "O(D)", "O(D)", _GLOW, (ActNorm,), conditional=False),
+    FlowSpec("actnorm", ActNorm, "linear", "O(D)", "O(D)", _GLOW, (ActNorm,), conditional=False,
+             event_dims=_IMAGES),
     FlowSpec("triangular", TriangularLinear, "linear", "O(D^2)",
              "O(D^2), one triangular solve", _REVIEW, (TriangularLinear,), conditional=False),
     FlowSpec("lu_linear", LULinear, "linear", "O(D^2), plus O(D^3) per call to form W",
@@ -275,6 +279,10 @@ for _spec in (
     FlowSpec("householder", Householder, "linear", "O(D^2), plus O(K D^2) per call to form Q",
              "O(D^2)", "Tomczak & Welling 2016, Householder Flow, arXiv:1611.09630",
              (Householder,), conditional=False),
+    FlowSpec("conv1x1", InvertibleConv1x1, "linear",
+             "O(C^2) per pixel, plus O(C^3) per call to form W",
+             "O(C^2) per pixel, plus O(C^3) per call to form W^-1 by two triangular solves",
+             _GLOW, (InvertibleConv1x1,), conditional=False, event_dims=_IMAGES_ONLY),
     # -- planar and radial --------------------------------------------------------------------
     FlowSpec("planar", Planar, "planar", "O(D)", "O(D) per Newton iteration (root finder)",
              _RM2015, (Planar,), inverse="numerical", fast_direction="forward"),
@@ -286,6 +294,12 @@ for _spec in (
              "O(D H), one conditioner pass", "O(D H), one conditioner pass", _NICE, (Coupling,)),
     FlowSpec("spline_coupling", spline_coupling, "coupling", "O(D H + D K H)",
              "O(D H + D K H), analytic", _NSF, (Coupling,)),
+    FlowSpec("conv_affine_coupling", ConvCoupling, "coupling",
+             "O(H W B F^2), one ResNet pass", "O(H W B F^2), one ResNet pass", _REALNVP,
+             (ConvCoupling,), event_dims=_IMAGES_ONLY),
+    FlowSpec("conv_additive_coupling", partial(ConvCoupling, transformer=Additive()), "coupling",
+             "O(H W B F^2), one ResNet pass", "O(H W B F^2), one ResNet pass", _NICE,
+             (ConvCoupling,), event_dims=_IMAGES_ONLY),
     FlowSpec("realnvp", realnvp, "coupling", "O(L D H)", "O(L D H)", _REALNVP, (FlowSequence,)),
     FlowSpec("nice", nice, "coupling", "O(L D H)", "O(L D H)", _NICE, (FlowSequence,)),
     FlowSpec("nsf", nsf, "coupling", "O(L D K H)", "O(L D K H)", _NSF, (FlowSequence,)),

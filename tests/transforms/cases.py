@@ -137,6 +137,22 @@ def _fixed_affine_options(shape, dtype):
 BUILD_OPTIONS = {"fixed_affine": _fixed_affine_options}
 
 
+# Image shapes with two elements for the normalisation check, where (2, 1, 1) cannot be used.
+_TWO_PIXELS = (
+    "a checkerboard mask needs two pixels (H W >= 2): two pixels of one channel, (1, 1, 2)"
+)
+DENSITY_SHAPE = {
+    name: ((1, 1, 2), _TWO_PIXELS) for name in ("conv_affine_coupling", "conv_additive_coupling")
+}
+
+
+def density_shape(case: Case) -> tuple[int, ...]:
+    """The two-element event shape of the normalisation check (default ``case.shape(2)``)."""
+    if case.is_image and case.name in DENSITY_SHAPE:
+        return DENSITY_SHAPE[case.name][0]
+    return case.shape(2)
+
+
 def density_tolerance(case: Case) -> float:
     return TOLERANCE_DENSITY.get(case.name, (1e-4, ""))[0]
 
@@ -172,10 +188,15 @@ def make_flow(
     flow = case.spec.build(event, context_dim=case.context_dim, **options).to(dtype)
     warmup = make_input((64,), shape, dtype, seed=None, constraint=flow.domain).cpu()
     context = torch.randn(64, case.context_dim, dtype=dtype) if case.conditional else None
+    # a convolution's fan-in is in_channels * kernel area, not its last dimension (the kernel
+    # width): perturbations of 0.5 / sqrt(3) on every conditioner weight blow images up
+    conv_weights = {id(m.weight) for m in flow.modules() if isinstance(m, torch.nn.Conv2d)}
     with torch.no_grad():
         as_transform(flow, context)(warmup)
         for param in flow.parameters():
             fan = param.shape[-1] if param.dim() >= 2 else 1
+            if id(param) in conv_weights:
+                fan = param[0].numel()
             param.add_(scale / math.sqrt(fan) * torch.randn_like(param))
     flow = flow.to(DEVICE)
     flow.clear_cache()
