@@ -27,6 +27,7 @@ from .autoregressive import Autoregressive
 from .compose import FlowSequence
 from .coupling import Coupling, coupling_mask
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
+from .emerging import EmergingConv
 from .helpers import (
     affine_autoregressive,
     affine_coupling,
@@ -103,6 +104,7 @@ __all__ = [
     "Elementwise",
     "ElementwiseAffine",
     "ElementwiseTransformer",
+    "EmergingConv",
     "FixedAffine",
     "FlowModule",
     "FlowSequence",

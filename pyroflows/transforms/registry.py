@@ -20,6 +20,7 @@ from .autoregressive import Autoregressive
 from .compose import FlowSequence
 from .coupling import Coupling
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
+from .emerging import EmergingConv
 from .helpers import (
     affine_autoregressive,
     affine_coupling,
@@ -65,7 +66,7 @@ class FlowSpec:
         conditional: whether ``context_dim > 0`` is supported (default ``True``).
         fast_direction: ``"forward"``, ``"inverse"`` or ``"both"`` (default).
         event_dims: the event ranks the flow accepts: ``(1,)`` for vectors only (default);
-            ``(1, 3)`` also takes ``(C, H, W)`` images.
+            ``(1, 3)`` also takes ``(C, H, W)`` images; ``(3,)`` images only.
         fixed: ``True`` for a fixed map with nothing to train (``family="preprocessing"``):
             a step of a model's chain, not a flow to fit, so ``Flow.build``, the guides and the
             command line refuse it (default ``False``).
@@ -245,6 +246,7 @@ _REVIEW = (
     "arXiv:1912.02762"
 )
 _IMAGES = (1, 3)  # vectors, and (C, H, W) images
+_IMAGES_ONLY = (3,)  # (C, H, W) images only
 
 # fmt: off
 for _spec in (
@@ -275,6 +277,11 @@ for _spec in (
     FlowSpec("householder", Householder, "linear", "O(D^2), plus O(K D^2) per call to form Q",
              "O(D^2)", "Tomczak & Welling 2016, Householder Flow, arXiv:1611.09630",
              (Householder,), conditional=False),
+    FlowSpec("emerging_conv", EmergingConv, "linear",
+             "O(m^2 C^2) per pixel, two masked convolutions with m = (k + 1) / 2",
+             "O(m W C^2) per pixel, H sequential row solves per convolution",
+             "Hoogeboom et al. 2019, Emerging Convolutions, arXiv:1901.11137", (EmergingConv,),
+             conditional=False, event_dims=_IMAGES_ONLY),
     # -- planar and radial --------------------------------------------------------------------
     FlowSpec("planar", Planar, "planar", "O(D)", "O(D) per Newton iteration (root finder)",
              _RM2015, (Planar,), inverse="numerical", fast_direction="forward"),

@@ -85,7 +85,8 @@ FLOW_OPTIONS = {
     "neural_autoregressive": SMALL,
     "naf": {"num_layers": 2, **SMALL},
 }
-ALL_FLOWS = sorted(n for n, s in REGISTRY.items() if not s.fixed)  # fixed maps fit nothing
+# fixed maps fit nothing; image-only flows (event_dims (3,)) take no vector of latents
+ALL_FLOWS = sorted(n for n, s in REGISTRY.items() if not s.fixed and 1 in s.event_dims)
 SEQUENTIAL_SAMPLERS = sorted(n for n, s in REGISTRY.items() if s.fast_direction == "inverse")
 # Flows that can represent the correlation of z_1 and z_2 (not element-wise maps; not planar
 # or radial, whose single layer bends along one direction only; the additive couplings
@@ -93,8 +94,11 @@ SEQUENTIAL_SAMPLERS = sorted(n for n, s in REGISTRY.items() if s.fast_direction 
 MIXING_FLOWS = sorted(
     name
     for name, spec in REGISTRY.items()
-    if (spec.family in {"autoregressive", "coupling"} and name not in {"additive_coupling"})
-    or name in {"triangular", "lu_linear"}
+    if 1 in spec.event_dims
+    and (
+        (spec.family in {"autoregressive", "coupling"} and name not in {"additive_coupling"})
+        or name in {"triangular", "lu_linear"}
+    )
 )
 
 
