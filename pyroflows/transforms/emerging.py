@@ -126,6 +126,16 @@ class EmergingConv(FlowModule):
     :math:`W C / m` times the forward: fine up to a few thousand entries per row
     (:math:`W C = 96` for a 3 x 32 x 32 image, 768 for 48 x 16 x 16).
 
+    **Conditioning.** The inverse of a triangular convolution is a recursive filter over the
+    image, as ill-conditioned as the matrix :math:`A_r` itself. Near the identity (centre taps
+    dominating, as at the start) rounding errors stay at the dtype's resolution; a kernel far
+    from it can make :math:`\|A_r^{-1}\|` grow geometrically with the image size, which no
+    solver avoids. Measured in float32 (batch of 8, every parameter perturbed by
+    :math:`\sigma` times a standard normal, :math:`k = 3`): round-trip error
+    :math:`\le 2 \cdot 10^{-6}` for :math:`\sigma \le 0.2` on 1 x 28 x 28, 4 x 14 x 14 and
+    3 x 32 x 32 images; :math:`10^{-3}` to :math:`10^{1}` at :math:`\sigma = 0.3` on the last
+    two, and useless at :math:`\sigma = 0.5`.
+
     Args:
         event_shape: the image shape ``(C, H, W)``.
         kernel_size: the odd size :math:`k` of the emerging receptive field (default 3; 1 gives
