@@ -27,7 +27,7 @@ from .autoregressive import Autoregressive
 from .compose import FlowSequence
 from .coupling import Coupling, coupling_mask
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
-from .emerging import EmergingConv
+from .emerging import EmergingConv, PeriodicConv
 from .helpers import (
     affine_autoregressive,
     affine_coupling,
@@ -118,6 +118,7 @@ __all__ = [
     "LeakyReLU",
     "LogitTransform",
     "PReLU",
+    "PeriodicConv",
     "Permutation",
     "Planar",
     "QRLinear",

@@ -1,19 +1,21 @@
-"""EmergingConv (transforms/emerging.py): exact log-det, triangular factors, the k x k receptive
-field of their composition, the row-blocked inverse, gradients and errors."""
+"""EmergingConv and PeriodicConv (transforms/emerging.py): exact log-dets, triangular factors and
+the k x k receptive field of their composition, the row-blocked and Fourier inverses,
+gradients and errors."""
 
 from __future__ import annotations
 
 import pyro.distributions as dist
 import pytest
 import torch
+import torch.nn.functional as F
 
-from pyroflows.transforms import EmergingConv
+from pyroflows.transforms import EmergingConv, PeriodicConv
 from pyroflows.transforms.emerging import _conv_after, _conv_before
 
 
-def _perturbed(shape, kernel_size=3, scale=0.3, dtype=torch.float64, seed=0):
+def _perturbed(shape, kernel_size=3, scale=0.3, dtype=torch.float64, seed=0, cls=EmergingConv):
     torch.manual_seed(seed)
-    flow = EmergingConv(shape, kernel_size).to(dtype)
+    flow = cls(shape, kernel_size).to(dtype)
     with torch.no_grad():
         for param in flow.parameters():
             param.add_(scale * torch.randn_like(param))
@@ -131,3 +133,58 @@ def test_bad_shapes_and_kernel_sizes_are_refused():
     flow = EmergingConv((2, 4, 4))
     with pytest.raises(ValueError, match=r"event shape \(2, 4, 4\).*got shape \(5, 3, 4, 4\)"):
         flow(torch.randn(5, 3, 4, 4))
+
+
+# -- PeriodicConv --------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 4, 4), (3, 5, 6)], ids=["2x4x4", "3x5x6"])
+def test_periodic_forward_is_the_circular_convolution(shape):
+    flow = _perturbed(shape, cls=PeriodicConv)
+    x = torch.randn(4, *shape, dtype=torch.float64)
+    padded = F.pad(x, (1, 1, 1, 1), mode="circular")
+    expected = F.conv2d(padded, flow.weight) + flow.bias[:, None, None]
+    torch.testing.assert_close(flow(x), expected, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4), (3, 5, 6)], ids=["2x4x4", "3x5x6"])
+@pytest.mark.parametrize("kernel_size", [3, 5])  # 5 on 4 x 4 wraps onto itself
+def test_periodic_log_det_matches_the_float64_autograd_jacobian(shape, kernel_size):
+    flow = _perturbed(shape, kernel_size, cls=PeriodicConv)
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    y, log_det = flow.forward_and_log_det(x)
+    for i in range(3):
+        jac = _jacobian(lambda v: flow.forward_and_log_det(v)[0], x[i])
+        expected = torch.linalg.slogdet(jac).logabsdet
+        torch.testing.assert_close(log_det[i], expected, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(flow.inverse_and_log_det(y)[1], -log_det, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["f64", "f32"]
+)
+@pytest.mark.parametrize("shape", [(2, 4, 4), (3, 5, 6), (4, 14, 14)], ids=str)
+def test_periodic_inverse_round_trip(dtype, tol, shape):
+    flow = _perturbed(shape, scale=0.1, dtype=dtype, cls=PeriodicConv)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 4, *shape, dtype=dtype, generator=generator)
+    y, _ = flow.forward_and_log_det(x)
+    torch.testing.assert_close(flow.inverse_and_log_det(y)[0], x, atol=tol, rtol=tol)
+
+
+def test_periodic_starts_as_the_identity_and_trains():
+    flow = PeriodicConv((2, 4, 5))
+    x = torch.randn(3, 2, 4, 5)
+    y, log_det = flow.forward_and_log_det(x)
+    torch.testing.assert_close(y, x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(log_det, torch.zeros(3), atol=1e-6, rtol=0)
+    flow = _perturbed((2, 4, 4), cls=PeriodicConv)
+    x = torch.randn(5, 2, 4, 4, dtype=torch.float64)
+    value, inverse_log_det = flow.inverse_and_log_det(x)
+    (value.pow(2).sum() - inverse_log_det.sum()).backward()
+    assert (flow.weight.grad != 0).all() and (flow.bias.grad != 0).all()
+
+
+def test_periodic_bad_shapes_and_kernel_sizes_are_refused():
+    with pytest.raises(ValueError, match=r"event shape \(C, H, W\), got \(4, 4\)"):
+        PeriodicConv((4, 4))
+    with pytest.raises(ValueError, match="odd positive integer, got 4"):
+        PeriodicConv((2, 4, 4), kernel_size=4)
