@@ -1,15 +1,18 @@
-"""Emerging 3x3 convolution vs an LU 1x1 convolution of the same channels: time per call.
+"""Emerging and periodic 3x3 convolutions vs an LU 1x1 convolution of the same channels.
 
 For a batch of images of each shape, interleaved medians of
 
-* ``forward``: the map (two masked convolutions for the emerging one, one 1x1 for LU);
-* ``inverse``: the inverse (H row-by-row triangular solves per emerging convolution; for the
-  1x1 convolution, W^-1 by two triangular solves, then one 1x1 convolution);
+* ``forward``: the map (two masked convolutions for the emerging one, an FFT, C x C products
+  per frequency and an inverse FFT for the periodic one, one 1x1 convolution for LU);
+* ``inverse``: the inverse (H row-by-row triangular solves per emerging convolution; the
+  periodic one as its forward with the inverted matrices; for the 1x1 convolution, W^-1 by
+  two triangular solves, then one 1x1 convolution);
 * ``inverse+grad``: the inverse, then a backward pass to the parameters (what a density step
   costs when the data enter the layer through its inverse).
 
 Parameters are perturbed from the identity start, so nothing is trivially cheap. The 1x1
-convolution is written inline (P L U with a positive diagonal, as Glow's).
+convolution is written inline (P L U as Glow's, applied as a channel matmul by einsum, as
+pyroflows' ``InvertibleConv1x1``).
 
 Usage: python benchmarks/bench_emerging.py [--threads N] [--repeats R] [--batch B] [--quick]
 """
@@ -19,11 +22,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from _timing import interleaved_medians, machine_line
 from torch import nn
 
-from pyroflows.transforms import EmergingConv
+from pyroflows.transforms import EmergingConv, PeriodicConv
 
 SHAPES = ((1, 8, 8), (4, 8, 8), (1, 28, 28), (4, 14, 14))
 
@@ -49,56 +51,53 @@ class _LUConv1x1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lower, upper = self._factors()
-        return F.conv2d(x, (self.perm @ lower @ upper)[..., None, None])
+        return torch.einsum("ij,bjhw->bihw", self.perm @ lower @ upper, x)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         lower, upper = self._factors()
         eye = torch.eye(lower.shape[0], dtype=lower.dtype)
         inv_lower = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
         inv_upper = torch.linalg.solve_triangular(upper, inv_lower, upper=True)
-        return F.conv2d(y, (inv_upper @ self.perm.T)[..., None, None])
+        return torch.einsum("ij,bjhw->bihw", inv_upper @ self.perm.T, y)
 
 
-def _contenders(shape: tuple[int, ...], batch: int) -> dict[str, object]:
-    torch.manual_seed(0)
-    emerging = EmergingConv(shape)
-    with torch.no_grad():
-        for param in emerging.parameters():
-            param.add_(0.05 * torch.randn_like(param))
-    lu = _LUConv1x1(shape[0])
-    x = torch.randn(batch, *shape)
+def _timed_calls(name: str, layer, x: torch.Tensor) -> dict[str, object]:
+    forward = layer.forward_and_log_det if hasattr(layer, "forward_and_log_det") else layer
+    inverse = layer.inverse_and_log_det if hasattr(layer, "inverse_and_log_det") else layer.inverse
 
-    def forward_emerging():
+    def forward_call():
         with torch.no_grad():
-            emerging.forward_and_log_det(x)
+            forward(x)
 
-    def inverse_emerging():
+    def inverse_call():
         with torch.no_grad():
-            emerging.inverse_and_log_det(x)
+            inverse(x)
 
-    def inverse_grad_emerging():
-        value, log_det = emerging.inverse_and_log_det(x)
-        (value.pow(2).sum() - log_det.sum()).backward()
-
-    def forward_lu():
-        with torch.no_grad():
-            lu(x)
-
-    def inverse_lu():
-        with torch.no_grad():
-            lu.inverse(x)
-
-    def inverse_grad_lu():
-        lu.inverse(x).pow(2).sum().backward()
+    def inverse_grad_call():
+        value = inverse(x)
+        value = value[0] - value[1].sum() if isinstance(value, tuple) else value
+        value.pow(2).sum().backward()
 
     return {
-        "emerging forward": forward_emerging,
-        "emerging inverse": inverse_emerging,
-        "emerging inverse+grad": inverse_grad_emerging,
-        "1x1 forward": forward_lu,
-        "1x1 inverse": inverse_lu,
-        "1x1 inverse+grad": inverse_grad_lu,
+        (name, "forward"): forward_call,
+        (name, "inverse"): inverse_call,
+        (name, "inverse+grad"): inverse_grad_call,
     }
+
+
+def _contenders(shape: tuple[int, ...], batch: int) -> dict[tuple[str, str], object]:
+    torch.manual_seed(0)
+    layers = {"emerging 3x3": EmergingConv(shape), "periodic 3x3": PeriodicConv(shape)}
+    for layer in layers.values():
+        with torch.no_grad():
+            for param in layer.parameters():
+                param.add_(0.05 * torch.randn_like(param))
+    layers["LU 1x1"] = _LUConv1x1(shape[0])
+    x = torch.randn(batch, *shape)
+    calls = {}
+    for name, layer in layers.items():
+        calls.update(_timed_calls(name, layer, x))
+    return calls
 
 
 def main() -> None:
@@ -112,21 +111,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"# {machine_line()}; batch {args.batch}; median of {repeats} interleaved calls, ms")
     header = (
-        f"{'shape':>10} | {'emerg fwd':>9} {'emerg inv':>9} {'emerg inv+g':>11} | "
-        f"{'1x1 fwd':>8} {'1x1 inv':>8} {'1x1 inv+g':>9} | {'fwd x':>6} {'inv x':>6}"
+        f"{'shape':>8} | {'layer':<12} | {'forward':>8} {'inverse':>8} {'inv+grad':>8} | "
+        f"{'fwd / 1x1':>9} {'inv / 1x1':>9}"
     )
     print(header)
     print("-" * len(header))
     for shape in SHAPES:
         times = interleaved_medians(_contenders(shape, args.batch), repeats=repeats)
-        ms = {name: 1e3 * seconds for name, seconds in times.items()}
-        print(
-            f"{'x'.join(map(str, shape)):>10} | {ms['emerging forward']:9.3f} "
-            f"{ms['emerging inverse']:9.3f} {ms['emerging inverse+grad']:11.3f} | "
-            f"{ms['1x1 forward']:8.3f} {ms['1x1 inverse']:8.3f} {ms['1x1 inverse+grad']:9.3f} | "
-            f"{ms['emerging forward'] / ms['1x1 forward']:6.1f} "
-            f"{ms['emerging inverse'] / ms['1x1 inverse']:6.1f}"
-        )
+        ms = {key: 1e3 * seconds for key, seconds in times.items()}
+        for name in ("emerging 3x3", "periodic 3x3", "LU 1x1"):
+            row = [ms[name, kind] for kind in ("forward", "inverse", "inverse+grad")]
+            ratios = (row[0] / ms["LU 1x1", "forward"], row[1] / ms["LU 1x1", "inverse"])
+            print(
+                f"{'x'.join(map(str, shape)):>8} | {name:<12} | "
+                + " ".join(f"{value:8.3f}" for value in row)
+                + f" | {ratios[0]:9.1f} {ratios[1]:9.1f}"
+            )
 
 
 if __name__ == "__main__":
