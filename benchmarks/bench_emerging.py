@@ -14,7 +14,8 @@ Parameters are perturbed from the identity start, so nothing is trivially cheap.
 convolution is written inline (P L U as Glow's, applied as a channel matmul by einsum, as
 pyroflows' ``InvertibleConv1x1``).
 
-Usage: python benchmarks/bench_emerging.py [--threads N] [--repeats R] [--batch B] [--quick]
+Usage: python benchmarks/bench_emerging.py [--threads N] [--repeats R] [--batch B]
+[--device cpu|cuda] [--quick]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class _LUConv1x1(nn.Module):
         self.register_buffer("sign", upper.diagonal().sign())
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        eye = torch.eye(self.log_diag.numel(), dtype=self.log_diag.dtype)
+        eye = torch.eye(self.log_diag.numel(), dtype=self.log_diag.dtype, device=self.lower.device)
         lower = self.lower.tril(-1) + eye
         upper = self.upper.triu(1) + torch.diag(self.sign * self.log_diag.exp())
         return lower, upper
@@ -55,7 +56,7 @@ class _LUConv1x1(nn.Module):
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         lower, upper = self._factors()
-        eye = torch.eye(lower.shape[0], dtype=lower.dtype)
+        eye = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device)
         inv_lower = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
         inv_upper = torch.linalg.solve_triangular(upper, inv_lower, upper=True)
         return torch.einsum("ij,bjhw->bihw", inv_upper @ self.perm.T, y)
@@ -64,19 +65,23 @@ class _LUConv1x1(nn.Module):
 def _timed_calls(name: str, layer, x: torch.Tensor) -> dict[str, object]:
     forward = layer.forward_and_log_det if hasattr(layer, "forward_and_log_det") else layer
     inverse = layer.inverse_and_log_det if hasattr(layer, "inverse_and_log_det") else layer.inverse
+    sync = torch.cuda.synchronize if x.is_cuda else lambda: None  # time the kernels, not queuing
 
     def forward_call():
         with torch.no_grad():
             forward(x)
+        sync()
 
     def inverse_call():
         with torch.no_grad():
             inverse(x)
+        sync()
 
     def inverse_grad_call():
         value = inverse(x)
         value = value[0] - value[1].sum() if isinstance(value, tuple) else value
         value.pow(2).sum().backward()
+        sync()
 
     return {
         (name, "forward"): forward_call,
@@ -85,7 +90,9 @@ def _timed_calls(name: str, layer, x: torch.Tensor) -> dict[str, object]:
     }
 
 
-def _contenders(shape: tuple[int, ...], batch: int) -> dict[tuple[str, str], object]:
+def _contenders(
+    shape: tuple[int, ...], batch: int, device: torch.device
+) -> dict[tuple[str, str], object]:
     torch.manual_seed(0)
     layers = {"emerging 3x3": EmergingConv(shape), "periodic 3x3": PeriodicConv(shape)}
     for layer in layers.values():
@@ -93,10 +100,10 @@ def _contenders(shape: tuple[int, ...], batch: int) -> dict[tuple[str, str], obj
             for param in layer.parameters():
                 param.add_(0.05 * torch.randn_like(param))
     layers["LU 1x1"] = _LUConv1x1(shape[0])
-    x = torch.randn(batch, *shape)
+    x = torch.randn(batch, *shape, device=device)
     calls = {}
     for name, layer in layers.items():
-        calls.update(_timed_calls(name, layer, x))
+        calls.update(_timed_calls(name, layer.to(device), x))
     return calls
 
 
@@ -105,11 +112,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--quick", action="store_true", help="3 repeats (smoke)")
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    print(f"# {machine_line()}; batch {args.batch}; median of {repeats} interleaved calls, ms")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(
+        f"# {machine_line()}; {where}; batch {args.batch}; median of {repeats} interleaved "
+        "calls, ms"
+    )
     header = (
         f"{'shape':>8} | {'layer':<12} | {'forward':>8} {'inverse':>8} {'inv+grad':>8} | "
         f"{'fwd / 1x1':>9} {'inv / 1x1':>9}"
@@ -117,7 +130,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for shape in SHAPES:
-        times = interleaved_medians(_contenders(shape, args.batch), repeats=repeats)
+        times = interleaved_medians(_contenders(shape, args.batch, device), repeats=repeats)
         ms = {key: 1e3 * seconds for key, seconds in times.items()}
         for name in ("emerging 3x3", "periodic 3x3", "LU 1x1"):
             row = [ms[name, kind] for kind in ("forward", "inverse", "inverse+grad")]
