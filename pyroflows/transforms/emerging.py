@@ -27,9 +27,16 @@ from .linear import _solve_triangular
 __all__ = ["EmergingConv", "PeriodicConv"]
 
 
-def _check_kernel_size(kernel_size: int) -> None:
+def _checked_image_shape(
+    event_shape: Sequence[int], kernel_size: int, name: str
+) -> tuple[int, ...]:
+    """``event_shape`` as a tuple, after checking it is ``(C, H, W)`` and ``kernel_size`` odd."""
+    shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+    if len(shape) != 3:
+        raise ValueError(f"{name} takes images: an event shape (C, H, W), got {event_shape!r}")
     if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size!r}")
+    return shape
 
 
 def _triangular_kernel(weight: Tensor, mask: Tensor, log_diag: Tensor) -> Tensor:
@@ -171,13 +178,7 @@ class EmergingConv(FlowModule):
     """
 
     def __init__(self, event_shape: Sequence[int], kernel_size: int = 3) -> None:
-        shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
-        if len(shape) != 3:
-            raise ValueError(
-                f"EmergingConv takes images: an event shape (C, H, W), got {event_shape!r}"
-            )
-        _check_kernel_size(kernel_size)
-        super().__init__(shape)
+        super().__init__(_checked_image_shape(event_shape, kernel_size, "EmergingConv"))
         channels = self.event_shape[0]
         size = (int(kernel_size) + 1) // 2
         self.kernel_size = int(kernel_size)
@@ -294,13 +295,7 @@ class PeriodicConv(FlowModule):
     """
 
     def __init__(self, event_shape: Sequence[int], kernel_size: int = 3) -> None:
-        shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
-        if len(shape) != 3:
-            raise ValueError(
-                f"PeriodicConv takes images: an event shape (C, H, W), got {event_shape!r}"
-            )
-        _check_kernel_size(kernel_size)
-        super().__init__(shape)
+        super().__init__(_checked_image_shape(event_shape, kernel_size, "PeriodicConv"))
         channels, size = self.event_shape[0], int(kernel_size)
         self.kernel_size = size
         weight = torch.zeros(channels, channels, size, size)
