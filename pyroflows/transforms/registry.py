@@ -281,7 +281,7 @@ for _spec in (
              "O(m^2 C^2) per pixel, two masked convolutions with m = (k + 1) / 2",
              "O(m W C^2) per pixel, H sequential row solves per convolution",
              "Hoogeboom et al. 2019, Emerging Convolutions, arXiv:1901.11137", (EmergingConv,),
-             conditional=False, event_dims=_IMAGES_ONLY),
+             conditional=False, fast_direction="forward", event_dims=_IMAGES_ONLY),
     FlowSpec("periodic_conv", PeriodicConv, "linear",
              "O(C log(H W) + C^2) per pixel (FFT), plus O(C^3 H W) per call for the log-det",
              "O(C log(H W) + C^2) per pixel (FFT), plus O(C^3 H W) per call to invert",
