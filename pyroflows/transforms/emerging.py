@@ -128,9 +128,10 @@ class EmergingConv(FlowModule):
         = H W \sum_{c=1}^{C} \left(d_{1,c} + d_{2,c}\right), \qquad
         x = A_1^{-1} A_2^{-1} (y - b),
 
-    each inverse by back substitution. Every output reads exactly the :math:`k \times k`
-    neighbourhood of its pixel, in every channel (the receptive field of a :math:`k \times k`
-    convolution). It starts as the identity (off-centre weights and :math:`d` zero).
+    each inverse by back substitution. For generic weights every output reads exactly the
+    :math:`k \times k` neighbourhood of its pixel, in every channel (the receptive field of a
+    :math:`k \times k` convolution). It starts as the identity (off-centre weights and
+    :math:`d` zero).
 
     **Cost** per sample (:math:`N = C H W`): forward, two convolutions with :math:`m^2` taps,
     :math:`O(m^2 C^2 H W)`; log-det :math:`O(C)`, independent of :math:`x`; inverse, for each
@@ -138,9 +139,12 @@ class EmergingConv(FlowModule):
     batch and the row), each a triangular solve against the :math:`(W C) \times (W C)` block
     of the row and :math:`m - 1` products with the blocks to the rows after it:
     :math:`O(m H (W C)^2)` time, :math:`O(m (W C)^2)` memory for the blocks (formed per call
-    from the kernel), never the dense :math:`N \times N` matrix. So the inverse costs
-    :math:`W C / m` times the forward: fine up to a few thousand entries per row
-    (:math:`W C = 96` for a 3 x 32 x 32 image, 768 for 48 x 16 x 16).
+    from the kernel), never the dense :math:`N \times N` matrix. So the inverse does about
+    :math:`W / m` times the forward's arithmetic, in :math:`2 H` sequential steps: fine up to
+    a few thousand entries per row (:math:`W C = 96` for a 3 x 32 x 32 image, 768 for
+    48 x 16 x 16). A density model's data pass through its flows' inverses: there,
+    ``EmergingConv(...).inv`` puts the convolutions on the data side and the solves on the
+    sampling side.
 
     **Conditioning.** The inverse of a triangular convolution is a recursive filter over the
     image, as ill-conditioned as the matrix :math:`A_r` itself. Near the identity (centre taps
