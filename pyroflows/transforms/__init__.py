@@ -28,6 +28,7 @@ from .compose import FlowSequence
 from .convolution import InvertibleConv1x1
 from .coupling import Coupling, coupling_mask
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
+from .emerging import EmergingConv, PeriodicConv
 from .helpers import (
     affine_autoregressive,
     affine_coupling,
@@ -106,6 +107,7 @@ __all__ = [
     "Elementwise",
     "ElementwiseAffine",
     "ElementwiseTransformer",
+    "EmergingConv",
     "FixedAffine",
     "FlowModule",
     "FlowSequence",
@@ -120,6 +122,7 @@ __all__ = [
     "LeakyReLU",
     "LogitTransform",
     "PReLU",
+    "PeriodicConv",
     "Permutation",
     "Planar",
     "QRLinear",

@@ -21,6 +21,7 @@ from .compose import FlowSequence
 from .convolution import InvertibleConv1x1
 from .coupling import Coupling
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
+from .emerging import EmergingConv, PeriodicConv
 from .helpers import (
     affine_autoregressive,
     affine_coupling,
@@ -283,6 +284,16 @@ for _spec in (
              "O(C^2) per pixel, plus O(C^3) per call to form W",
              "O(C^2) per pixel, plus O(C^3) per call to form W^-1 by two triangular solves",
              _GLOW, (InvertibleConv1x1,), conditional=False, event_dims=_IMAGES_ONLY),
+    FlowSpec("emerging_conv", EmergingConv, "linear",
+             "O(m^2 C^2) per pixel, two masked convolutions with m = (k + 1) / 2",
+             "O(m W C^2) per pixel, H sequential row solves per convolution",
+             "Hoogeboom et al. 2019, Emerging Convolutions, arXiv:1901.11137", (EmergingConv,),
+             conditional=False, fast_direction="forward", event_dims=_IMAGES_ONLY),
+    FlowSpec("periodic_conv", PeriodicConv, "linear",
+             "O(C log(H W) + C^2) per pixel (FFT), plus O(C^3 H W) per call for the log-det",
+             "O(C log(H W) + C^2) per pixel (FFT), plus O(C^3 H W) per call to invert",
+             "Hoogeboom et al. 2019, Emerging Convolutions, arXiv:1901.11137", (PeriodicConv,),
+             conditional=False, event_dims=_IMAGES_ONLY),
     # -- planar and radial --------------------------------------------------------------------
     FlowSpec("planar", Planar, "planar", "O(D)", "O(D) per Newton iteration (root finder)",
              _RM2015, (Planar,), inverse="numerical", fast_direction="forward"),
