@@ -222,7 +222,7 @@ def test_state_dict_round_trip(case):
     torch.save(flow.state_dict(), buffer)
     buffer.seek(0)
     event = case.event_shape[0] if len(case.event_shape) == 1 else case.event_shape
-    fresh = case.spec.build(event, context_dim=case.context_dim).double()
+    fresh = case.spec.build(event, context_dim=case.context_dim).to(cases_module.DEVICE).double()
     fresh.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
     fresh_t = as_transform(fresh, context)
     torch.testing.assert_close(fresh_t(x), t(x), atol=0, rtol=0)
