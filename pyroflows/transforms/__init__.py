@@ -59,6 +59,7 @@ from .linear import (
     TriangularLinear,
     permutation,
 )
+from .multiscale import MultiScale, Squeeze
 from .planar import Planar
 from .preprocessing import FixedAffine, LogitTransform
 from .pyro_compat import (
@@ -121,6 +122,7 @@ __all__ = [
     "LULinear",
     "LeakyReLU",
     "LogitTransform",
+    "MultiScale",
     "PReLU",
     "PeriodicConv",
     "Permutation",
@@ -132,6 +134,7 @@ __all__ = [
     "Spline",
     "SplineAutoregressive",
     "SplineTails",
+    "Squeeze",
     "TriangularLinear",
     "affine_autoregressive",
     "affine_coupling",
