@@ -50,6 +50,7 @@ from .helpers import (
     spline_coupling,
 )
 from .image_coupling import ConvCoupling
+from .image_stacks import glow, realnvp_image
 from .linear import (
     ActNorm,
     Householder,
@@ -150,6 +151,7 @@ __all__ = [
     "coupling_mask",
     "coupling_stack",
     "elu",
+    "glow",
     "householder",
     "iaf",
     "iterated",
@@ -164,6 +166,7 @@ __all__ = [
     "planar",
     "radial",
     "realnvp",
+    "realnvp_image",
     "register",
     "spec_of",
     "spline",

@@ -8,7 +8,19 @@ import torch
 from pyro.distributions.conditional import ConditionalTransformedDistribution
 
 from pyroflows import Flow
-from pyroflows.transforms import ElementwiseAffine, MultiScale, Spline, Squeeze
+from pyroflows.transforms import (
+    ActNorm,
+    ConvCoupling,
+    ElementwiseAffine,
+    FlowSequence,
+    InvertibleConv1x1,
+    MultiScale,
+    Spline,
+    Squeeze,
+    build,
+    glow,
+    realnvp_image,
+)
 
 F64 = torch.float64
 
@@ -184,3 +196,139 @@ def test_multiscale_errors():
         )
     with pytest.raises(ValueError, match=r"event shape \(1, 4, 4\)"):
         MultiScale((1, 4, 4))(torch.zeros(2, 2, 4, 4))
+
+
+# -- glow and realnvp_image ----------------------------------------------------------------------
+def _small(name, shape, context_dim=0, **options):
+    torch.manual_seed(0)
+    defaults = {"levels": 2, "hidden_channels": 8, "num_blocks": 1}
+    if name == "glow":
+        defaults["steps_per_level"] = 2
+    flow = build(name, shape, context_dim=context_dim, **{**defaults, **options}).double()
+    with torch.no_grad():  # data-dependent ActNorm initialisation, then away from the identity
+        context = torch.randn(64, context_dim, dtype=F64) if context_dim else None
+        flow.inverse_and_log_det(torch.randn(64, *shape, dtype=F64) * 2 + 1, context)
+    return _perturb(flow, scale=0.05)
+
+
+STACKS = [
+    ("glow", (1, 4, 4), {"steps_per_level": 1}),
+    ("glow", (2, 4, 4), {}),
+    ("realnvp_image", (1, 4, 4), {}),
+    ("realnvp_image", (2, 4, 4), {}),
+]
+
+
+@pytest.mark.parametrize(("name", "shape", "options"), STACKS)
+def test_stack_log_det_matches_autograd_and_round_trips(name, shape, options):
+    flow = _small(name, shape, **options)
+    z = torch.randn(3, *shape, dtype=F64)
+    x, log_det = flow.forward_and_log_det(z)
+    assert x.shape == z.shape and log_det.shape == (3,)
+    assert not torch.allclose(x, z)
+    for k in range(3):
+        expected = _jacobian_log_det(lambda v: flow.forward_and_log_det(v)[0], z[k])
+        torch.testing.assert_close(log_det[k], expected, atol=1e-9, rtol=1e-9)
+    back, inverse_log_det = flow.inverse_and_log_det(x.clone())
+    torch.testing.assert_close(back, z, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(inverse_log_det, -log_det, atol=1e-10, rtol=1e-10)
+
+
+def test_glow_layout_levels_and_step_order():
+    flow = glow((1, 8, 8), levels=3, steps_per_level=2, hidden_channels=8)
+    shapes, level = [], flow
+    while level is not None:
+        shapes.append((level.event_shape, level.steps.event_shape))
+        # data side first: ActNorm, 1x1 convolution, coupling; listed from the latent side
+        kinds = [type(layer) for layer in level.steps.layers]
+        assert kinds == [ConvCoupling, InvertibleConv1x1, ActNorm] * 2
+        assert all(layer.mask_kind == "channel" for layer in level.steps.layers[::3])
+        level = level.inner
+    assert shapes == [
+        ((1, 8, 8), (4, 4, 4)),
+        ((2, 4, 4), (8, 2, 2)),
+        ((4, 2, 2), (16, 1, 1)),
+    ]
+
+
+def test_realnvp_image_layout():
+    flow = realnvp_image((1, 8, 8), levels=3, hidden_channels=8, num_blocks=1, actnorm=False)
+    level = flow
+    for shape in ((1, 8, 8), (2, 4, 4)):
+        assert isinstance(level, MultiScale) and level.event_shape == shape
+        assert [layer.mask_kind for layer in level.outer_steps.layers] == ["checkerboard"] * 3
+        assert [layer.flip for layer in level.outer_steps.layers] == [False, True, False][::-1]
+        assert [layer.mask_kind for layer in level.steps.layers] == ["channel"] * 3
+        level = level.inner
+    assert isinstance(level, FlowSequence) and level.event_shape == (4, 2, 2)
+    assert [layer.mask_kind for layer in level.layers] == ["checkerboard"] * 4
+    single = realnvp_image((1, 3, 5), levels=1, hidden_channels=8)
+    assert isinstance(single, FlowSequence) and len(single) == 8  # 4 couplings, 4 ActNorms
+
+
+def test_actnorm_initialises_on_the_data_through_the_inverse():
+    flow = glow((1, 4, 4), levels=1, steps_per_level=1, hidden_channels=8)
+    data = 3.0 + 2.0 * torch.randn(256, 1, 4, 4)
+    base = dist.Normal(torch.zeros(1, 4, 4), 1.0).to_event(3)
+    dist.TransformedDistribution(base, [flow]).log_prob(data)
+    actnorm = flow.steps.layers[-1]  # the data side
+    assert actnorm.initialized
+    standardised = actnorm.inv(Squeeze((1, 4, 4))(data))
+    torch.testing.assert_close(standardised.mean((0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+
+
+def test_flow_build_glow_on_images():
+    torch.manual_seed(0)
+    model = Flow.build("glow", (1, 8, 8), steps_per_level=2, hidden_channels=8)
+    assert model.event_shape == (1, 8, 8)
+    data = torch.rand(16, 1, 8, 8)
+    log_prob = model.log_prob(data)
+    assert log_prob.shape == (16,) and torch.isfinite(log_prob).all()
+    log_prob.mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    draws = model.sample((4,))
+    assert draws.shape == (4, 1, 8, 8) and torch.isfinite(draws).all()
+    draws, draw_log_prob = model.rsample_and_log_prob((3,))
+    torch.testing.assert_close(draw_log_prob, model.log_prob(draws), atol=1e-4, rtol=1e-4)
+    assert model.config["options"]["levels"] == 2
+
+
+@pytest.mark.parametrize("name", ["glow", "realnvp_image"])
+def test_conditional_stacks_read_the_context(name):
+    flow = _small(name, (1, 4, 4), context_dim=3)
+    labels = torch.eye(3, dtype=F64)
+    z = torch.randn(3, 1, 4, 4, dtype=F64)
+    x, log_det = flow.forward_and_log_det(z, labels)
+    expected = _jacobian_log_det(lambda v: flow.forward_and_log_det(v, labels[1])[0], z[1])
+    torch.testing.assert_close(log_det[1], expected, atol=1e-9, rtol=1e-9)
+    moved = flow.forward_and_log_det(z, labels.roll(1, 0))[0]
+    assert not torch.allclose(moved, x)
+    model = ConditionalTransformedDistribution(_standard_normal((1, 4, 4)), [flow])
+    torch.testing.assert_close(
+        model.condition(labels).log_prob(x),
+        _standard_normal((1, 4, 4)).log_prob(z) - log_det,
+        atol=1e-9,
+        rtol=1e-9,
+    )
+
+
+def test_stack_errors_name_the_shapes():
+    with pytest.raises(ValueError, match=r"multiples of 4.*\(1, 6, 8\)"):
+        glow((1, 6, 8), levels=2)
+    with pytest.raises(ValueError, match=r"multiples of 2.*\(1, 3, 4\)"):
+        realnvp_image((1, 3, 4), levels=2)
+    with pytest.raises(ValueError, match="levels must be at least 1"):
+        glow((1, 4, 4), levels=0)
+    with pytest.raises(ValueError, match="coupling must be 'affine' or 'additive'"):
+        realnvp_image((1, 4, 4), coupling="spline")
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        glow((16,))
+    with pytest.raises(ValueError, match="rank"):
+        build("glow", 16)
+
+
+def test_additive_glow_preserves_volume_at_the_couplings():
+    flow = _small("glow", (1, 4, 4), coupling="additive")
+    couplings = [m for m in flow.modules() if isinstance(m, ConvCoupling)]
+    z = torch.randn(2, 4, 2, 2, dtype=F64)
+    assert torch.all(couplings[0].forward_and_log_det(z)[1] == 0)
