@@ -61,7 +61,9 @@ class Squeeze(FlowModule):
     The event shape changes: ``event_shape`` is the input's ``(C, H, W)``, ``output_shape``
     the output's; ``forward_shape``/``inverse_shape`` map full shapes, as torch's
     ``TransformedDistribution`` needs, and the inverse checks its input against
-    ``output_shape``. Domain and codomain are real images (``event_dim`` 3). Cost: one copy of
+    ``output_shape`` (``squeeze.inv`` keeps ``event_shape``, its *output* shape, and maps
+    shapes with ``forward_shape``/``inverse_shape`` swapped). Domain and codomain are real
+    images (``event_dim`` 3). Cost: one copy of
     the :math:`CHW` elements in either direction. Since its output has another shape, it is not
     a registry entry (the conformance suite compares inputs and outputs of one shape); inside a
     model it is part of :class:`MultiScale`, whose input and output shapes agree.
