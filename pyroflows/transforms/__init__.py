@@ -50,6 +50,7 @@ from .helpers import (
     spline_coupling,
 )
 from .image_coupling import ConvCoupling
+from .image_stacks import glow, realnvp_image
 from .linear import (
     ActNorm,
     Householder,
@@ -59,6 +60,7 @@ from .linear import (
     TriangularLinear,
     permutation,
 )
+from .multiscale import MultiScale, Squeeze
 from .planar import Planar
 from .preprocessing import FixedAffine, LogitTransform
 from .pyro_compat import (
@@ -121,6 +123,7 @@ __all__ = [
     "LULinear",
     "LeakyReLU",
     "LogitTransform",
+    "MultiScale",
     "PReLU",
     "PeriodicConv",
     "Permutation",
@@ -132,6 +135,7 @@ __all__ = [
     "Spline",
     "SplineAutoregressive",
     "SplineTails",
+    "Squeeze",
     "TriangularLinear",
     "affine_autoregressive",
     "affine_coupling",
@@ -147,6 +151,7 @@ __all__ = [
     "coupling_mask",
     "coupling_stack",
     "elu",
+    "glow",
     "householder",
     "iaf",
     "iterated",
@@ -161,6 +166,7 @@ __all__ = [
     "planar",
     "radial",
     "realnvp",
+    "realnvp_image",
     "register",
     "spec_of",
     "spline",

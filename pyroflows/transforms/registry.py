@@ -30,6 +30,7 @@ from .helpers import (
     spline_coupling,
 )
 from .image_coupling import ConvCoupling
+from .image_stacks import glow, realnvp_image
 from .linear import (
     ActNorm,
     Householder,
@@ -39,6 +40,7 @@ from .linear import (
     TriangularLinear,
     permutation,
 )
+from .multiscale import MultiScale
 from .planar import Planar
 from .preprocessing import FixedAffine, LogitTransform
 from .radial import Radial
@@ -311,6 +313,14 @@ for _spec in (
     FlowSpec("conv_additive_coupling", partial(ConvCoupling, transformer=Additive()), "coupling",
              "O(H W B F^2), one ResNet pass", "O(H W B F^2), one ResNet pass", _NICE,
              (ConvCoupling,), event_dims=_IMAGES_ONLY),
+    FlowSpec("glow", glow, "coupling",
+             "O(L K H W (C^2 + F^2)), one ResNet pass per step",
+             "O(L K H W (C^2 + F^2)), one ResNet pass per step", _GLOW, (MultiScale,),
+             event_dims=_IMAGES_ONLY),
+    FlowSpec("realnvp_image", realnvp_image, "coupling",
+             "O(7 L H W B F^2), one ResNet pass per coupling",
+             "O(7 L H W B F^2), one ResNet pass per coupling", _REALNVP,
+             (MultiScale, FlowSequence), event_dims=_IMAGES_ONLY),
     FlowSpec("realnvp", realnvp, "coupling", "O(L D H)", "O(L D H)", _REALNVP, (FlowSequence,)),
     FlowSpec("nice", nice, "coupling", "O(L D H)", "O(L D H)", _NICE, (FlowSequence,)),
     FlowSpec("nsf", nsf, "coupling", "O(L D K H)", "O(L D K H)", _NSF, (FlowSequence,)),

@@ -65,7 +65,14 @@ _SPLINE_FLOAT32 = (
     "4 perturbed spline layers with knot slopes down to 1e-3: each inverse amplifies float32 "
     "rounding up to 1000-fold"
 )
+_GLOW_FLOAT32 = (
+    "2 levels of 2 perturbed Glow steps (ActNorm log-scales moved by N(0, 0.25) per channel, "
+    "1x1 convolutions, conv couplings) map the (2, 4, 4) test inputs to values up to 4e4; "
+    "their float32 rounding, carried back through the contracting inverse, gives round-trip "
+    "errors up to 9.3e-3 (measured; float64 round trips 3e-13)"
+)
 TOLERANCE_FLOAT32 = {
+    "glow": (3e-2, _GLOW_FLOAT32),
     "nsf": (5e-3, _SPLINE_FLOAT32),
     "nsf_autoregressive": (5e-3, _SPLINE_FLOAT32),
     "qr_linear": (5e-4, "QR inverse: Householder product and triangular solve in float32"),
@@ -88,7 +95,7 @@ _PREFIX_PASSES = (
 TOLERANCE_FAR = {
     **{
         name: (1e-3, _DEEP_STACK)
-        for name in ("maf", "iaf", "realnvp", "nice", "nsf", "nsf_autoregressive", "naf")
+        for name in ("maf", "iaf", "realnvp", "nice", "nsf", "nsf_autoregressive", "naf", "glow")
     },
     **{name: (1e-7, _PREFIX_PASSES) for name in ("spline_autoregressive", "neural_autoregressive")},
 }
@@ -118,7 +125,20 @@ _BOUNDED_DOMAIN = (
     "biject_to(domain) makes of values up to 1e3 are its ends, where the logit is infinite; the "
     "ends and the saturated sigmoid are tested in tests/transforms/test_preprocessing.py"
 )
-SKIP_FAR = {"logit": _BOUNDED_DOMAIN}
+_REALNVP_IMAGE_FAR = (
+    "10 perturbed checkerboard and channel couplings lie on the path of the kept channels: "
+    "inputs of 1e3 make outputs up to 1.5e8 and conditioner shifts of that size, whose "
+    "cancellation in each inverse coupling is amplified by up to e^5 (the log-scale clamp): "
+    "measured round-trip errors up to 0.77x the input's size at 1e3 in float64; "
+    "round trips at data scale are checked by test_round_trip_both_ways"
+)
+SKIP_FAR = {"logit": _BOUNDED_DOMAIN, "realnvp_image": _REALNVP_IMAGE_FAR}
+_SQUEEZES = (
+    "multi-scale stacks squeeze: H and W must be even (multiples of 4 for two levels), so no "
+    "image of two elements exists for the 2-D quadrature; each part (conv couplings, ActNorm, "
+    "conv1x1) passes it on its own, and the stacks' log-dets are checked against autograd"
+)
+SKIP_DENSITY = {"glow": _SQUEEZES, "realnvp_image": _SQUEEZES}
 # Flows whose forward pass checks its input range while Pyro's validation is on: a NaN is
 # "outside" and raises (tested in test_preprocessing.py), so the NaN-propagation check runs
 # with validation off.
@@ -132,9 +152,24 @@ def _fixed_affine_options(shape, dtype):
     return {"loc": loc, "scale": scale}
 
 
-# Builder options of fixed maps, whose tensors are buffers that make_flow does not perturb:
-# without these the affine map would be the identity.
-BUILD_OPTIONS = {"fixed_affine": _fixed_affine_options}
+def _small_multiscale_options(shape, dtype):
+    return {"levels": 2, "hidden_channels": 8, "num_blocks": 1}
+
+
+# Builder options: of fixed maps, whose tensors are buffers that make_flow does not perturb
+# (without these the affine map would be the identity); of the multi-scale stacks, small
+# enough for the autograd Jacobians (2 levels, 2 Glow steps per level, 8 hidden channels).
+BUILD_OPTIONS = {
+    "fixed_affine": _fixed_affine_options,
+    "glow": lambda shape, dtype: {**_small_multiscale_options(shape, dtype), "steps_per_level": 2},
+    # without ActNorms: ten of them on one path, each log-scale moved by N(0, 0.25) (fan 1),
+    # reach condition numbers of 1e8 and float32 round trips off by 1 (ActNorm is tested on
+    # its own, and inside realnvp_image in tests/transforms/test_multiscale.py)
+    "realnvp_image": lambda shape, dtype: {
+        **_small_multiscale_options(shape, dtype),
+        "actnorm": False,
+    },
+}
 
 
 # Image shapes with two elements for the normalisation check, where (2, 1, 1) cannot be used.

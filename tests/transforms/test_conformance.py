@@ -30,6 +30,7 @@ from .cases import (
     CASE_IDS,
     CASES,
     RANGE_CHECKED,
+    SKIP_DENSITY,
     SKIP_FAR,
     as_transform,
     density_shape,
@@ -222,7 +223,11 @@ def test_state_dict_round_trip(case):
     torch.save(flow.state_dict(), buffer)
     buffer.seek(0)
     event = case.event_shape[0] if len(case.event_shape) == 1 else case.event_shape
-    fresh = case.spec.build(event, context_dim=case.context_dim).to(cases_module.DEVICE).double()
+    options = cases_module.BUILD_OPTIONS.get(case.name, lambda *_: {})(
+        case.event_shape, torch.float64
+    )
+    fresh = case.spec.build(event, context_dim=case.context_dim, **options)
+    fresh = fresh.to(cases_module.DEVICE).double()
     fresh.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
     fresh_t = as_transform(fresh, context)
     torch.testing.assert_close(fresh_t(x), t(x), atol=0, rtol=0)
@@ -310,7 +315,15 @@ def _check_nan_stays_in_its_sample(case, direction):
 
 
 # -- the density is normalised -----------------------------------------------------------------
-@cases
+DENSITY_CASES = [
+    pytest.param(case, marks=pytest.mark.skip(SKIP_DENSITY[case.name]))
+    if case.name in SKIP_DENSITY
+    else case
+    for case in CASES
+]
+
+
+@pytest.mark.parametrize("case", DENSITY_CASES, ids=CASE_IDS)
 def test_density_integrates_to_one_on_a_grid(case):
     # A milder perturbation than elsewhere: normalisation errors show at any parameters, and
     # strongly perturbed deep stacks put mass outside the grid or make peaks it cannot resolve.
@@ -424,6 +437,11 @@ EXEMPT = {
     transforms.ConditionedFlow: "the view returned by .condition(); tested by every |ctx case",
     transforms.FlowView: "the view returned by .with_cache(); tested by every case",
     transforms.InverseFlow: "the module returned by .inv; tested by every case",
+    transforms.Squeeze: (
+        "changes the event shape (C, H, W) -> (4C, H/2, W/2), which the same-shape checks "
+        "cannot take; tested in tests/transforms/test_multiscale.py and inside every "
+        "MultiScale level (glow, realnvp_image)"
+    ),
     # Pyro's class names around a user network: Autoregressive/Coupling with conditioner=,
     # which the registry builds with its own networks; tests/transforms/test_pyro_port.py
     **{
