@@ -1,0 +1,182 @@
+"""Glow training steps: pyroflows' ``glow`` against normflows' ``MultiscaleFlow`` Glow.
+
+The same architecture on both sides: ``levels`` levels of squeeze, ``steps`` Glow steps
+(ActNorm, invertible 1x1 convolution, affine coupling with a channel mask) and a split; the
+coupling network is normflows' ``GlowBlock`` network (3x3 conv, ReLU, 1x1 conv, ReLU,
+zero-initialised 3x3 conv) and pyroflows' :class:`~pyroflows.nn.ConvResNet` with
+``num_blocks=0`` (3x3 conv, ReLU, zero-initialised 3x3 conv) at a hidden width chosen so that
+the two parameter counts are as close as the widths allow (printed). normflows' base is a
+learnable diagonal Gaussian per level, pyroflows' a standard normal: a few hundred parameters.
+
+One training step = the mean NLL of a batch of uniform noise images in [0, 1) (timing only;
+the data do not change the cost), backward, an Adam step. The contenders run interleaved in
+one process; medians and the ratio are printed, and on CUDA the peak memory of one step.
+normflows is not a dependency: put it on ``PYTHONPATH`` (``pip install normflows``).
+
+Usage::
+
+    python benchmarks/bench_glow.py                  # 1x8x8 and 1x28x28, 2 threads
+    python benchmarks/bench_glow.py --device cuda --batch 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from _timing import machine_line
+
+from pyroflows import Flow
+
+
+def normflows_glow(shape: tuple[int, int, int], levels: int, steps: int, hidden: int):
+    """normflows' Glow, as in its README's multi-scale example (no class conditioning)."""
+    import normflows as nf
+
+    channels, height, width = shape
+    q0, merges, flows = [], [], []
+    for i in range(levels):
+        block = channels * 2 ** (levels + 1 - i)
+        blocks = [
+            nf.flows.GlowBlock(block, hidden, split_mode="channel", scale=True)
+            for _ in range(steps)
+        ]
+        flows.append([*blocks, nf.flows.Squeeze()])
+        if i > 0:
+            merges.append(nf.flows.Merge())
+            factor = 2 ** (levels - i)
+            latent = (channels * factor, height // factor, width // factor)
+        else:
+            factor = 2**levels
+            latent = (channels * factor * 2, height // factor, width // factor)
+        q0.append(nf.distributions.DiagGaussian(latent))
+    return nf.MultiscaleFlow(q0, flows, merges)
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def pyroflows_glow(shape, levels: int, steps: int, target_params: int) -> Flow:
+    """pyroflows' glow with the hidden width whose parameter count is nearest the target."""
+    best = None
+    for hidden in range(16, 257, 4):
+        model = Flow.build(
+            "glow",
+            shape,
+            levels=levels,
+            steps_per_level=steps,
+            hidden_channels=hidden,
+            num_blocks=0,
+        )
+        gap = abs(_count(model) - target_params)
+        if best is None or gap < best[0]:
+            best = (gap, model, hidden)
+    return best[1], best[2]
+
+
+def _step_fn(model, loss_fn, x):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model, x)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _peak_memory(fn, device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def run(shape, levels, steps, hidden, batch, repeats, device) -> dict:
+    torch.manual_seed(0)
+    theirs = normflows_glow(shape, levels, steps, hidden).to(device)
+    ours, our_hidden = pyroflows_glow(shape, levels, steps, _count(theirs))
+    ours = ours.to(device)
+    x = torch.rand(batch, *shape, device=device)
+    steps_by_name = {
+        "pyroflows": _step_fn(ours, lambda m, data: -m.log_prob(data).mean(), x),
+        "normflows": _step_fn(theirs, lambda m, data: m.forward_kld(data), x),
+    }
+    for fn in steps_by_name.values():  # warm-up, and ActNorm's data-dependent start
+        for _ in range(3):
+            _timed(fn, device)
+    times = {name: [] for name in steps_by_name}
+    for _ in range(repeats):
+        for name, fn in steps_by_name.items():
+            times[name].append(_timed(fn, device))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "shape": "x".join(map(str, shape)),
+        "params": {"pyroflows": _count(ours), "normflows": _count(theirs)},
+        "hidden": {"pyroflows": our_hidden, "normflows": hidden},
+        "ms": {name: 1000 * value for name, value in medians.items()},
+        "ratio": medians["normflows"] / medians["pyroflows"],
+        "peak_mib": {name: _peak_memory(fn, device) for name, fn in steps_by_name.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--levels", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--shapes", default="1x8x8,1x28x28")
+    parser.add_argument("--quick", action="store_true", help="one small shape, few repeats")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    shapes = [tuple(int(n) for n in text.split("x")) for text in args.shapes.split(",")]
+    if args.quick:
+        shapes, args.repeats, args.steps, args.hidden, args.batch = [(1, 8, 8)], 3, 2, 16, 8
+    print(
+        f"# {machine_line()}; {device}; batch {args.batch}; levels {args.levels}, "
+        f"{args.steps} steps; median of {args.repeats} interleaved training steps"
+    )
+    print(
+        f"{'shape':>8} | {'params ours / theirs':>22} | {'hidden':>9} | "
+        f"{'ms ours':>8} {'ms theirs':>9} | {'speed-up':>8} | peak MiB ours / theirs"
+    )
+    for shape in shapes:
+        row = run(shape, args.levels, args.steps, args.hidden, args.batch, args.repeats, device)
+        memory = row["peak_mib"]
+        peak = (
+            f"{memory['pyroflows']:.0f} / {memory['normflows']:.0f}"
+            if memory["pyroflows"] is not None
+            else "n/a (CPU)"
+        )
+        print(
+            f"{row['shape']:>8} | {row['params']['pyroflows']:>10,} / "
+            f"{row['params']['normflows']:>9,} | {row['hidden']['pyroflows']:>3} / "
+            f"{row['hidden']['normflows']:>3} | {row['ms']['pyroflows']:>8.1f} "
+            f"{row['ms']['normflows']:>9.1f} | {row['ratio']:>7.2f}x | {peak}"
+        )
+
+
+if __name__ == "__main__":
+    main()
