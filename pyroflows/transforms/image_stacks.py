@@ -72,14 +72,18 @@ def glow(
 
     (:class:`~pyroflows.transforms.ActNorm` per channel,
     :class:`~pyroflows.transforms.InvertibleConv1x1`, and an affine
-    :class:`~pyroflows.transforms.ConvCoupling` with a channel mask; ``coupling="additive"``
+    :class:`~pyroflows.transforms.ConvCoupling` with a channel mask, always the same half:
+    the learned 1x1 convolution before it replaces RealNVP's alternating masks, as in the
+    paper; ``coupling="additive"``
     gives :math:`s = 0`), then factors out half of the channels (:math:`2C_\ell`); the last
     level does not split. The result is one :class:`~pyroflows.transforms.MultiScale` per level,
     nested, on the image shape itself, so that a standard normal base over ``(C, H, W)`` gives
     the density; the forward map (latent to data) runs each step backwards. The conditioner is
     a :class:`~pyroflows.nn.ConvResNet`; the defaults ``num_blocks=1``,
-    ``block_kernel_size=1`` give Glow's :math:`3\times3 \to 1\times1 \to 3\times3` network
-    (output zero-initialised, so every coupling starts as the identity). With
+    ``block_kernel_size=1`` give Glow's :math:`3\times3 \to 1\times1 \to 3\times3` shape
+    (the middle is one per-pixel residual block of two :math:`1\times1` convolutions, so
+    :math:`F^2` more weights per coupling than the paper's single one; ``num_blocks=0``
+    drops it), output zero-initialised, so every coupling starts as the identity. With
     ``context_dim > 0`` the couplings read the context (e.g. a one-hot label) as extra input
     channels. Cost per image, either direction:
     :math:`O(\sum_\ell K\, H_\ell W_\ell\, [C_\ell^2 + (C_\ell + F) 9 F + 2 F^2])` for

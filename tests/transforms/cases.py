@@ -69,7 +69,7 @@ _GLOW_FLOAT32 = (
     "2 levels of 2 perturbed Glow steps (ActNorm log-scales moved by N(0, 0.25) per channel, "
     "1x1 convolutions, conv couplings) map the (2, 4, 4) test inputs to values up to 4e4; "
     "their float32 rounding, carried back through the contracting inverse, gives round-trip "
-    "errors up to 9.3e-3 (measured; float64 round trips 3e-13)"
+    "errors up to 2.7e-2 (measured over make_flow seeds 0-5; float64 round trips 3e-13)"
 )
 TOLERANCE_FLOAT32 = {
     "glow": (3e-2, _GLOW_FLOAT32),
