@@ -20,8 +20,12 @@ as many points, is drawn with the next seed), ``"sphere_mixture"`` (likewise; gi
 ``dim`` in ``data_options``), ``"digits"`` (the 80/20 split with ``random_state=0``; the
 training images are fitted as integers with the uniform dequantisation redrawn every epoch,
 :class:`~pyroflows.data.Dequantize`, while the test images keep one fixed draw from the seed;
-NLL also reported in bits/dim on the 17-level data) or a ``.npy``/``.npz``/``.csv`` file
-(``data_options``: ``key``, ``header``). ``metrics.json`` records the seed, the number of
+NLL also reported in bits/dim on the 17-level data), the images ``"digits-images"`` and
+``"mnist5k"`` (the same protocol on ``(N, C, H, W)`` images with 17 and 256 levels), a
+``.npy``/``.npz``/``.csv`` file of rows (``data_options``: ``key``, ``header``) or a
+``.npy``/``.npz`` file of ``(N, C, H, W)`` images (``data_options``: ``key``, ``levels``;
+see the "Runs and checkpoints" page, "Image data"). Images go to flows that take rank-3
+events as they are, to other flows flattened. ``metrics.json`` records the seed, the number of
 samples and the data options, so that :func:`evaluate_run` scores exactly the run's test set.
 """
 
@@ -209,16 +213,21 @@ def fit_run(
     settings not in ``fit_options`` (``epochs`` grows for small data sets; the others are
     ``fit()``'s). The run's ``metrics.json`` records every resolved setting.
 
-    ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"``:
-    ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``padding`` (a
-    :class:`~pyroflows.distributions.Padding` or its dict) pads the data with extra
+    ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"`` and
+    ``"digits-images"``: ``1e-3``; for other images 0.05; see
+    :class:`~pyroflows.distributions.Flow`). Image data ``(N, C, H, W)`` go to a flow whose
+    registry entry takes rank-3 events with the event shape ``(C, H, W)``, to any other flow
+    as vectors of :math:`C H W` pixels; ``metrics.json`` records ``image_shape`` and
+    ``levels`` (and bits/dim for discrete data: ``test`` and ``best_val_bits_per_dim``).
+    ``padding`` (a :class:`~pyroflows.distributions.Padding` or its dict) pads the data with extra
     coordinates (the flow then acts on :math:`D` + ``extra`` of them, and the defaults are
     chosen for that size); ``metrics.json`` records it, the model's recipe stores it, and the
     NLLs of the run are then bounds (the test metric is ``nll_bound``; see
     :func:`evaluate_run`). ``augment`` is
     :func:`~pyroflows.train.fit`'s per-epoch draw of the training rows; ``"auto"`` (default)
-    means ``Dequantize(levels=17)`` for ``"digits"``, whose training images are then read as
-    integers (one row per image, so the validation split holds whole images) and dequantised
+    means ``Dequantize(levels=L)`` for discrete data (the digits, 17 levels; integer images,
+    their levels), whose training images are then read as integers (one row per image, so
+    the validation split holds whole images) and dequantised
     afresh every epoch, and nothing for other data; ``None`` for the digits fits one fixed
     dequantisation draw. The test rows are never augmented: the digits' test images keep one
     fixed draw from ``seed``. ``data_options`` go to
