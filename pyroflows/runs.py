@@ -544,6 +544,8 @@ def evaluate_run(
         num_samples = run.get("num_samples") or _DEFAULT_NUM_SAMPLES
         rows = load_data(data, "test", num_samples, seed, **options)
     elif _is_images(data, options):
+        if str(run.get("data")) == str(data):  # the run's own file: its levels and key
+            options = {**run.get("data_options", {}), **options}
         rows = load_data(data, "all", 0, seed, **options)
     else:
         options.pop("levels", None)

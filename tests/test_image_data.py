@@ -222,6 +222,17 @@ def test_rgb_image_file_fit_and_evaluate(tmp_path):
     assert math.isfinite(metrics["best_val_bits_per_dim"])
     scores = evaluate_run(run, str(path))
     assert math.isfinite(scores["bits_per_dim"])
+    # levels given at fit time are the run's: evaluate reuses them for its own file
+    fit_run(
+        str(path), tmp_path / "l300", "spline", data_options={"levels": 300}, epochs=1,
+        progress=False,
+    )  # fmt: skip
+    own, other = (
+        evaluate_run(tmp_path / "l300", str(path)),
+        evaluate_run(tmp_path / "l300", str(path), {"levels": 256}),
+    )
+    assert own["nll"] != pytest.approx(other["nll"])  # (k + u) / 300 vs (k + u) / 256
+    assert own["bits_per_dim"] == pytest.approx(bits_per_dim(own["nll"], 48, 300))
     png = tmp_path / "rgb.png"
     sample_run(run, 2, None, png=png, columns=2)
     width, height, colour, pixels = _read_png(png.read_bytes())
