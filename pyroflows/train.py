@@ -15,6 +15,7 @@ same parameters as one that never stopped. Under ``torchrun`` the same call trai
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import math
@@ -387,8 +388,12 @@ def _mean_nll(model: Flow, data: Tensor, context: Tensor | None, batch_size: int
     return float(total) / len(data)
 
 
-def _copy_state(model: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def _copy_state(model: torch.nn.Module) -> dict[str, Any]:
+    """A copy of ``model.state_dict()``: tensors cloned, extra states (e.g. ActNorm's) copied."""
+    return {
+        k: v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
+        for k, v in model.state_dict().items()
+    }
 
 
 _POSITION = (
