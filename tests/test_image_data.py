@@ -158,6 +158,18 @@ def test_fit_takes_image_shaped_rows():
         fit(model, k.reshape(200, 64), epochs=1, progress=False)
 
 
+def test_fit_keeps_extra_state_of_actnorm(tmp_path):
+    """ActNorm's state_dict holds a dict (its initialisation flag): fit copies it too."""
+    torch.manual_seed(0)
+    model = Flow.build("actnorm", (1, 8, 8), logit_alpha=1e-3)
+    assert any(not torch.is_tensor(v) for v in model.state_dict().values())
+    k = load_digits_images("train")[:100]
+    history = fit(
+        model, k, epochs=2, augment=Dequantize(17), progress=False, checkpoint=tmp_path / "c.pt"
+    )
+    assert history.best_epoch in (1, 2) and math.isfinite(min(history.val_nll))
+
+
 def test_cli_fit_evaluate_sample_png_on_digits_images(tmp_path):
     run = tmp_path / "run"
     status, _, err = _cli(
