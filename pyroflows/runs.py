@@ -20,14 +20,19 @@ as many points, is drawn with the next seed), ``"sphere_mixture"`` (likewise; gi
 ``dim`` in ``data_options``), ``"digits"`` (the 80/20 split with ``random_state=0``; the
 training images are fitted as integers with the uniform dequantisation redrawn every epoch,
 :class:`~pyroflows.data.Dequantize`, while the test images keep one fixed draw from the seed;
-NLL also reported in bits/dim on the 17-level data) or a ``.npy``/``.npz``/``.csv`` file
-(``data_options``: ``key``, ``header``). ``metrics.json`` records the seed, the number of
+NLL also reported in bits/dim on the 17-level data), the images ``"digits-images"`` and
+``"mnist5k"`` (the same protocol on ``(N, C, H, W)`` images with 17 and 256 levels), a
+``.npy``/``.npz``/``.csv`` file of rows (``data_options``: ``key``, ``header``) or a
+``.npy``/``.npz`` file of ``(N, C, H, W)`` images (``data_options``: ``key``, ``levels``;
+see the "Runs and checkpoints" page, "Image data"). Images go to flows that take rank-3
+events as they are, to other flows flattened. ``metrics.json`` records the seed, the number of
 samples and the data options, so that :func:`evaluate_run` scores exactly the run's test set.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,26 +43,34 @@ import torch
 
 from ._outputs import check_output
 from ._padding import as_padding
+from ._png import _image_grid, _to_pixels, _write_png
 from ._run_folder import CHECKPOINT, RunFolder, open_run_folder
 from ._training import NonFiniteLossError
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .data import (
-    DIGITS_DIM,
     DIGITS_LEVELS,
+    IMAGE_DATASETS,
+    MNIST5K_LEVELS,
     TOY_DATASETS,
     Dequantize,
     bits_per_dim,
     dataset,
+    dequantize,
     load_array,
+    load_image_file,
 )
+from .data.images import _is_image_file
 from .data.toy import _ALIASES
 from .distributions import Flow, Padding
 from .errors import DataError, ModelFileError, OptionError
 from .train import Augment, History, _augment_setting, density_defaults, fit, resolve_device
+from .transforms import REGISTRY
 
 __all__ = ["evaluate_run", "fit_run", "sample_run"]
 
 DIGITS_LOGIT_ALPHA = 1e-3  # far better than RealNVP's 0.05 on these 17-level images
+IMAGES_LOGIT_ALPHA = 0.05  # RealNVP's, for other images (MNIST-5k, files)
+_LEVELS = {"digits": DIGITS_LEVELS, "digits-images": DIGITS_LEVELS, "mnist5k": MNIST5K_LEVELS}
 
 
 SAMPLE_SUFFIXES = (".npy", ".csv")
@@ -70,7 +83,32 @@ def _is_generated(source: str) -> bool:
 
 
 def _has_test_split(source: str) -> bool:
-    return _is_generated(source) or source == "digits"
+    return _is_generated(source) or source == "digits" or source in IMAGE_DATASETS
+
+
+def _is_images(source: str, options: Mapping[str, Any]) -> bool:
+    """Image data ``(N, C, H, W)``: a named image dataset, or a file of a 4-D array."""
+    return str(source) in IMAGE_DATASETS or _is_image_file(source, options.get("key"))
+
+
+def _data_levels(source: str, options: Mapping[str, Any]) -> int | None:
+    """The number of levels of discrete data (bits/dim are reported), or ``None``."""
+    if str(source) in _LEVELS:
+        return _LEVELS[str(source)]
+    if _is_image_file(source, options.get("key")):
+        return load_image_file(source, options.get("levels"), key=options.get("key"))[1]
+    return None
+
+
+def _flow_event(flow: str, shape: tuple[int, ...]) -> int | tuple[int, ...]:
+    """The event of registry flow ``flow`` on data rows of ``shape``.
+
+    A flow whose spec takes rank-3 events gets the image shape ``(C, H, W)``; any other
+    flow gets the flattened vector of ``C H W`` values.
+    """
+    if len(shape) == 3 and 3 in REGISTRY[flow].event_dims:
+        return shape
+    return math.prod(shape)
 
 
 def load_data(source: str, split: str, num_samples: int, seed: int, **options: Any) -> torch.Tensor:
@@ -83,8 +121,17 @@ def load_data(source: str, split: str, num_samples: int, seed: int, **options: A
     if _is_generated(source):
         count = num_samples if split == "train" else max(num_samples // 4, 1)
         return dataset(source, count, seed=split_seed, **options)
-    if source == "digits":
-        return dataset("digits", split=split, seed=split_seed, **options)
+    if source == "digits" or source in IMAGE_DATASETS:
+        return dataset(source, split=split, seed=split_seed, **options)
+    if _is_image_file(source, options.get("key")):
+        raw = options.pop("raw", False)
+        images, levels = load_image_file(source, options.pop("levels", None), **options)
+        return images if raw or levels is None else dequantize(images, levels, seed=split_seed)
+    if options.get("levels") is not None:
+        raise OptionError(
+            f"levels apply to images (a .npy/.npz file of an (N, C, H, W) array), not to {source!r}"
+        )
+    options.pop("levels", None)
     return dataset(source, **options)
 
 
@@ -96,7 +143,7 @@ def _nll_name(model: Flow) -> str:
 
 
 def _nll_metrics(
-    model: Flow, data: torch.Tensor, digits: bool, context: torch.Tensor | None = None
+    model: Flow, data: torch.Tensor, levels: int | None, context: torch.Tensor | None = None
 ) -> dict[str, float]:
     r"""Mean NLL of ``data`` (with ``context``: one row for all, or one row per data row).
 
@@ -112,11 +159,11 @@ def _nll_metrics(
         torch.default_generator.manual_seed(0)
         if device.type == "cuda":
             torch.cuda.default_generators[device.index or 0].manual_seed(0)
-        return _nll_metrics_drawn(model, data, digits, context)
+        return _nll_metrics_drawn(model, data, levels, context)
 
 
 def _nll_metrics_drawn(
-    model: Flow, data: torch.Tensor, digits: bool, context: torch.Tensor | None
+    model: Flow, data: torch.Tensor, levels: int | None, context: torch.Tensor | None
 ) -> dict[str, float]:
     model.eval()
     chunks = data.split(4096)
@@ -134,9 +181,9 @@ def _nll_metrics_drawn(
         )
     name = _nll_name(model)
     metrics = {name: nll}
-    if digits:
+    if levels is not None:
         bits = name.replace("nll", "bits_per_dim")
-        metrics[bits] = float(bits_per_dim(nll, DIGITS_DIM, DIGITS_LEVELS))
+        metrics[bits] = float(bits_per_dim(nll, data[0].numel(), levels))
     return metrics
 
 
@@ -166,16 +213,21 @@ def fit_run(
     settings not in ``fit_options`` (``epochs`` grows for small data sets; the others are
     ``fit()``'s). The run's ``metrics.json`` records every resolved setting.
 
-    ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"``:
-    ``1e-3``; see :class:`~pyroflows.distributions.Flow`). ``padding`` (a
-    :class:`~pyroflows.distributions.Padding` or its dict) pads the data with extra
+    ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"`` and
+    ``"digits-images"``: ``1e-3``; for other images 0.05; see
+    :class:`~pyroflows.distributions.Flow`). Image data ``(N, C, H, W)`` go to a flow whose
+    registry entry takes rank-3 events with the event shape ``(C, H, W)``, to any other flow
+    as vectors of :math:`C H W` pixels; ``metrics.json`` records ``image_shape`` and
+    ``levels`` (and bits/dim for discrete data: ``test`` and ``best_val_bits_per_dim``).
+    ``padding`` (a :class:`~pyroflows.distributions.Padding` or its dict) pads the data with extra
     coordinates (the flow then acts on :math:`D` + ``extra`` of them, and the defaults are
     chosen for that size); ``metrics.json`` records it, the model's recipe stores it, and the
     NLLs of the run are then bounds (the test metric is ``nll_bound``; see
     :func:`evaluate_run`). ``augment`` is
     :func:`~pyroflows.train.fit`'s per-epoch draw of the training rows; ``"auto"`` (default)
-    means ``Dequantize(levels=17)`` for ``"digits"``, whose training images are then read as
-    integers (one row per image, so the validation split holds whole images) and dequantised
+    means ``Dequantize(levels=L)`` for discrete data (the digits, 17 levels; integer images,
+    their levels), whose training images are then read as integers (one row per image, so
+    the validation split holds whole images) and dequantised
     afresh every epoch, and nothing for other data; ``None`` for the digits fits one fixed
     dequantisation draw. The test rows are never augmented: the digits' test images keep one
     fixed draw from ``seed``. ``data_options`` go to
@@ -208,11 +260,13 @@ def fit_run(
     if resume and overwrite:
         raise OptionError("resume continues the run in the folder, overwrite replaces it: not both")
     data_options = data_options or {}
+    images = _is_images(data, data_options)
+    levels = _data_levels(data, data_options)
     if isinstance(augment, str):
         if augment != "auto":
             raise OptionError(f"augment must be 'auto', None or a callable, got {augment!r}")
-        augment = Dequantize(DIGITS_LEVELS) if data == "digits" else None
-    raw = {"raw": True} if data == "digits" and augment is not None else {}
+        augment = Dequantize(levels) if levels is not None else None
+    raw = {"raw": True} if levels is not None and augment is not None else {}
     torch.manual_seed(seed)
     train = load_data(data, "train", num_samples, seed, **data_options, **raw)
     test = (
@@ -220,17 +274,22 @@ def fit_run(
         if _has_test_split(data)
         else None
     )
-    if logit_alpha is None and data == "digits":
+    if logit_alpha is None and data in ("digits", "digits-images"):
         logit_alpha = DIGITS_LOGIT_ALPHA
+    elif logit_alpha is None and images:
+        logit_alpha = IMAGES_LOGIT_ALPHA
     padding = as_padding(padding)
-    flow_dim = train.shape[1] + (padding.extra if padding is not None else 0)
-    chosen = density_defaults(len(train), flow_dim, image=data == "digits")
+    shape = tuple(train.shape[1:])
+    flow_dim = math.prod(shape) + (padding.extra if padding is not None else 0)
+    chosen = density_defaults(len(train), flow_dim, image=levels is not None or images)
     if flow is None:
         flow, options = chosen.flow, {**chosen.options, **(options or {})}
     fit_options = {**chosen.fit, **fit_options}
-    model = Flow.build(
-        flow, train.shape[1], logit_alpha=logit_alpha, padding=padding, **(options or {})
-    )
+    event = _flow_event(flow, shape) if padding is None else math.prod(shape)
+    if not isinstance(event, tuple):  # a vector flow: the images' pixels as one vector
+        train = train.reshape(len(train), -1)
+        test = None if test is None else test.reshape(len(test), -1)
+    model = Flow.build(flow, event, logit_alpha=logit_alpha, padding=padding, **(options or {}))
     fitting = {
         "resume": resume,
         "override": override,
@@ -248,6 +307,8 @@ def fit_run(
     }
     record = {
         **source,
+        "image_shape": list(shape) if images else None,
+        "levels": levels,
         "seed": seed,
         "flow": flow,
         "options": options or {},
@@ -291,9 +352,15 @@ def _write_results(
         "parameters": sum(p.numel() for p in model.parameters()),
         "overrides": history.overrides,
     }
+    padded = model.padding is not None
     if test is not None:
         device = next(model.buffers()).device
-        metrics["test"] = _nll_metrics(model, test.to(device), record["data"] == "digits")
+        metrics["test"] = _nll_metrics(model, test.to(device), record.get("levels"))
+    if record.get("levels") is not None and history.best_val_nll is not None and not padded:
+        dim = math.prod(record.get("image_shape") or [model.input_dim])
+        metrics["best_val_bits_per_dim"] = float(
+            bits_per_dim(history.best_val_nll, dim, record["levels"])
+        )
     folder.write_json("history.json", history.to_dict())
     folder.write_json("metrics.json", metrics)
     folder.finish()
@@ -345,19 +412,31 @@ def _context_rows(model: Flow, context: str | os.PathLike | None, rows: int, wha
 def sample_run(
     model_dir: str | os.PathLike,
     num: int,
-    out: str | os.PathLike,
+    out: str | os.PathLike | None,
     seed: int = 0,
     *,
     context: str | os.PathLike | None = None,
     overwrite: bool = False,
+    png: str | os.PathLike | None = None,
+    columns: int | None = None,
 ):
-    """Draw ``num`` samples from a saved model; write ``.npy`` or ``.csv`` (by suffix).
+    r"""Draw ``num`` samples from a saved model; write ``.npy`` or ``.csv`` (by suffix).
 
     The suffix is read case-insensitively; an existing ``out`` is replaced only with
     ``overwrite=True`` (it may be the training data). Both are checked before the model is
     loaded. A conditional model needs ``context``: a file with one row (used for every
     sample) or ``num`` rows (one per sample). Non-finite samples are refused
-    (:class:`~pyroflows.errors.ModelFileError`) and nothing is written.
+    (:class:`~pyroflows.errors.ModelFileError`) and nothing is written. Images are written
+    to ``.npy`` with their shape ``(num, C, H, W)``, to ``.csv`` flattened, one row each.
+
+    ``png`` (a ``.png`` path; ``out`` may then be ``None``) writes the samples of a model of
+    images as a grid of ``columns`` images (default :math:`\lceil\sqrt{num}\rceil`) per
+    row, grey-scale (1 channel) or RGB (3): each value :math:`x` goes to its level
+    :math:`\lfloor L x \rfloor` clipped to :math:`[0, L - 1]` and scaled to
+    :math:`[0, 255]` (:math:`L` the run's number of levels; continuous images: :math:`255 x`
+    clipped). The image shape is the model's event shape, or, for a flow on vectors fitted
+    to images, the ``image_shape`` of the run's ``metrics.json``; a model of other vectors
+    is refused (:class:`~pyroflows.errors.OptionError`).
 
     Example:
         >>> import tempfile, pathlib
@@ -367,24 +446,59 @@ def sample_run(
         >>> sample_run(folder, 5, folder / "samples.npy").shape
         (5, 2)
     """
-    out = check_output(out, SAMPLE_SUFFIXES, overwrite=overwrite, what="samples")
+    if out is None and png is None:
+        raise OptionError(
+            "give a samples file (out, --out: .npy or .csv), an image grid (png, --png), or both"
+        )
+    if out is not None:
+        out = check_output(out, SAMPLE_SUFFIXES, overwrite=overwrite, what="samples")
+    if png is not None:
+        png = check_output(png, (".png",), overwrite=overwrite, what="image grid")
     model = load_model(model_dir)
+    run = _run_record(model_dir)
+    image_shape = _image_shape(model, run) if png is not None else None
     rows = _context_rows(model, context, num, "sample")
     torch.manual_seed(seed)
     shape = (num,) if rows is None or rows.dim() == 1 else ()
     samples = model.sample(shape, context=rows).cpu().double().numpy()
-    bad = int((~np.isfinite(samples).all(axis=1)).sum())
+    bad = int((~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)).sum())
     if bad:
         raise ModelFileError(
             f"{model_dir}: the model gave {bad} non-finite samples of {num}; nothing written"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npy":
-        with out.open("wb") as file:  # np.save(path) would append .npy to "s.NPY"
-            np.save(file, samples)
-    else:
-        np.savetxt(out, samples, delimiter=",")
+    if png is not None:
+        images = samples.reshape(len(samples), *image_shape)
+        pixels = _to_pixels(images, run.get("levels"))
+        png.parent.mkdir(parents=True, exist_ok=True)
+        _write_png(png, _image_grid(pixels, columns))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".npy":
+            with out.open("wb") as file:  # np.save(path) would append .npy to "s.NPY"
+                np.save(file, samples)
+        else:
+            np.savetxt(out, samples.reshape(len(samples), -1), delimiter=",")
     return samples
+
+
+def _image_shape(model: Flow, run: Mapping[str, Any]) -> tuple[int, ...]:
+    """``(C, H, W)`` of a model's samples: its event shape, or the run's ``image_shape``."""
+    if len(model.event_shape) == 3:
+        shape = tuple(model.event_shape)
+    elif run.get("image_shape") and math.prod(run["image_shape"]) == model.input_dim:
+        shape = tuple(run["image_shape"])
+    else:
+        raise OptionError(
+            f"this model draws vectors of {model.input_dim} values, not images: an image "
+            "grid (--png) needs a model fitted to images (--data digits-images, mnist5k, or "
+            "a .npy file of (N, C, H, W) images)"
+        )
+    if shape[0] not in (1, 3):
+        raise OptionError(
+            f"an image grid needs 1 (grey) or 3 (RGB) channels, the model's images have "
+            f"{shape[0]} (shape {shape})"
+        )
+    return shape
 
 
 def evaluate_run(
@@ -420,20 +534,34 @@ def evaluate_run(
     """
     model = load_model(model_dir)
     options = dict(data_options or {})
+    run = _run_record(model_dir)
+    seed = run.get("seed", 0)
     if _has_test_split(data):
-        run = _run_record(model_dir)
         if _canonical(run.get("data")) == _canonical(data):
             options = {**run.get("data_options", {}), **options}
         if data == "sphere_mixture":
             options.setdefault("dim", model.input_dim)
-        seed, num_samples = run.get("seed", 0), run.get("num_samples") or _DEFAULT_NUM_SAMPLES
+        num_samples = run.get("num_samples") or _DEFAULT_NUM_SAMPLES
         rows = load_data(data, "test", num_samples, seed, **options)
+    elif _is_images(data, options):
+        if str(run.get("data")) == str(data):  # the run's own file: its levels and key
+            options = {**run.get("data_options", {}), **options}
+        rows = load_data(data, "all", 0, seed, **options)
     else:
+        options.pop("levels", None)
         rows = dataset(data, expected_dim=model.input_dim, allow_constant_columns=True, **options)
-    if rows.shape[1] != model.input_dim:
-        raise DataError(f"the model has {model.input_dim} dimensions, {data} has {rows.shape[1]}")
+    if tuple(rows.shape[1:]) != tuple(model.event_shape) and rows.dim() > 2:
+        rows = rows.reshape(len(rows), -1)  # images scored by a flow on vectors
+    if tuple(rows.shape[1:]) != tuple(model.event_shape):
+        raise DataError(
+            f"the model takes events of shape {tuple(model.event_shape)}, {data} has rows of "
+            f"shape {tuple(rows.shape[1:])}"
+        )
     return _nll_metrics(
-        model, rows, data == "digits", _context_rows(model, context, len(rows), "data row")
+        model,
+        rows,
+        _data_levels(data, options),
+        _context_rows(model, context, len(rows), "data row"),
     )
 
 

@@ -15,6 +15,7 @@ same parameters as one that never stopped. Under ``torchrun`` the same call trai
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import math
@@ -109,9 +110,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def validate_data(
-    data: Tensor, dim: int, name: str = "data", dtype: torch.dtype | None = None
+    data: Tensor,
+    dim: int | Sequence[int],
+    name: str = "data",
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Return ``data`` as a float tensor ``(N, dim)``, or raise ``DataError`` naming the problem.
+
+    ``dim`` is the event size :math:`D`, or an event shape such as ``(C, H, W)`` (images:
+    the rows then have shape ``(N, C, H, W)``).
 
     Problems (:class:`~pyroflows.errors.DataError`, a ``ValueError``): wrong shape, no rows,
     rows with NaN/inf (listed by index). Nothing is dropped. The result is detached from any
@@ -130,11 +137,13 @@ def validate_data(
         data = as_model_dtype(data, dtype, name)
     elif not data.is_floating_point():
         data = data.float()
-    if data.dim() != 2 or data.shape[1] != dim:
-        raise DataError(f"{name} must have shape (N, {dim}), got {tuple(data.shape)}")
+    event = (dim,) if isinstance(dim, int) else tuple(int(n) for n in dim)
+    if data.dim() != 1 + len(event) or tuple(data.shape[1:]) != event:
+        expected = ", ".join(str(n) for n in event)
+        raise DataError(f"{name} must have shape (N, {expected}), got {tuple(data.shape)}")
     if len(data) == 0:
         raise DataError(f"{name} has no rows")
-    bad = torch.nonzero(~torch.isfinite(data).all(1)).flatten().tolist()
+    bad = torch.nonzero(~torch.isfinite(data.flatten(1)).all(1)).flatten().tolist()
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
         raise DataError(
@@ -232,6 +241,12 @@ class _Data:
         return _Data(*(None if part is None else part.to(device) for part in parts))
 
 
+def _event(model: Flow) -> int | tuple[int, ...]:
+    """The shape of one data row of ``model``: ``D`` for vectors, ``(C, H, W)`` for images."""
+    shape = tuple(model.event_shape)
+    return model.input_dim if len(shape) == 1 else shape
+
+
 def _prepare_data(
     model, data, context, val_data, val_context, val_fraction, seed, augmented: bool
 ) -> _Data:
@@ -242,9 +257,9 @@ def _prepare_data(
     if not 0 <= val_fraction < 1:
         raise OptionError(f"val_fraction must be in [0, 1), got {val_fraction}")
     dtype = model.data_loc.dtype
-    data = validate_data(data, model.input_dim, dtype=dtype)
+    data = validate_data(data, _event(model), dtype=dtype)
     if not augmented:
-        warn_if_degenerate(data)
+        warn_if_degenerate(data.flatten(1))
     if model.context_dim:
         if context is None:
             raise DataError(f"the model is conditional: pass context (N, {model.context_dim})")
@@ -254,7 +269,7 @@ def _prepare_data(
     if val_data is None and val_fraction > 0:
         return _Data(*validation_split(data, context, val_fraction, seed))
     if val_data is not None:
-        val_data = validate_data(val_data, model.input_dim, "val_data", dtype)
+        val_data = validate_data(val_data, _event(model), "val_data", dtype)
     if val_context is not None:
         val_context = validate_data(val_context, model.context_dim, "val_context", dtype)
     return _Data(data, context, val_data, val_context)
@@ -344,7 +359,7 @@ class _Augmentation:
                 f"{what}: augment must return a tensor of its input's shape {tuple(rows.shape)}"
                 f", got {shape}"
             )
-        return validate_data(drawn.to("cpu"), rows.shape[1], what, rows.dtype)
+        return validate_data(drawn.to("cpu"), rows.shape[1:], what, rows.dtype)
 
 
 def _augmentation(
@@ -358,7 +373,7 @@ def _augmentation(
         return None, parts.train
     augmentation = _Augmentation(augment, seed)
     first = augmentation.draw(parts.train.to("cpu"), 0)
-    warn_if_degenerate(first)
+    warn_if_degenerate(first.flatten(1))
     if parts.val is not None and not val_given:
         parts.val = augmentation.draw(parts.val.to("cpu"), "validation")
     return augmentation, first
@@ -373,8 +388,12 @@ def _mean_nll(model: Flow, data: Tensor, context: Tensor | None, batch_size: int
     return float(total) / len(data)
 
 
-def _copy_state(model: torch.nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+def _copy_state(model: torch.nn.Module) -> dict[str, Any]:
+    """A copy of ``model.state_dict()``: tensors cloned, extra states (e.g. ActNorm's) copied."""
+    return {
+        k: v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
+        for k, v in model.state_dict().items()
+    }
 
 
 _POSITION = (
@@ -528,7 +547,7 @@ EARLY_EPOCHS = 5
 
 def _size_warning(model: Flow, parts: _Data, history: History, augmented: bool) -> str | None:
     """The :class:`~pyroflows.errors.ModelSizeWarning` message of a run, or ``None``."""
-    rows, dim = parts.train.shape
+    rows, dim = len(parts.train), parts.train[0].numel()
     parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     best = history.best_epoch
     if (

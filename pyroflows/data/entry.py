@@ -12,6 +12,7 @@ from torch import Tensor
 from ..errors import OptionError
 from .digits import DIGITS_LEVELS, dequantize, load_digits
 from .files import SUPPORTED_SUFFIXES, load_array
+from .images import IMAGE_DATASETS, MNIST5K_LEVELS, load_digits_images, load_mnist5k
 from .sphere import sphere_mixture
 from .toy import _ALIASES, TOY_DATASETS, make_toy
 
@@ -43,6 +44,11 @@ def dataset(
       with :func:`bits_per_dim`. With the option ``raw=True`` the integers themselves, one
       row per image, to be dequantised every epoch by :func:`~pyroflows.train.fit`'s
       ``augment=Dequantize(levels=17)`` (:class:`~pyroflows.data.Dequantize`);
+    * ``"digits-images"`` and ``"mnist5k"`` (:data:`~pyroflows.data.images.IMAGE_DATASETS`):
+      the same for images ``(N, C, H, W)``: :func:`~pyroflows.data.images.load_digits_images`
+      (17 levels) or :func:`~pyroflows.data.images.load_mnist5k` (256 levels, optional extra
+      ``pyroflows[images]``) for ``split``, dequantised with noise seed ``seed`` unless
+      ``raw=True``;
     * ``"sphere_mixture"``: :func:`sphere_mixture` with ``num_samples`` and ``seed``;
       ``options`` must give ``dim`` and may set ``num_components``, ``radius``, ``std`` and
       ``means_seed``.
@@ -94,6 +100,19 @@ def dataset(
         raw = options.pop("raw", False)
         images = load_digits(split, dtype=dtype, device=device, **options)
         return images if raw else dequantize(images, levels=DIGITS_LEVELS, seed=seed)
+    if source in IMAGE_DATASETS:
+        _forbid_num_samples(num_samples, repr(source))
+        allowed = ("random_state", "raw") + (
+            ("test_fraction",) if source == "digits-images" else ()
+        )
+        _forbid_options(options, source, allowed=allowed)
+        raw = options.pop("raw", False)
+        if source == "digits-images":
+            images, levels = load_digits_images(split, dtype=dtype, device=device, **options), 17
+        else:
+            images = load_mnist5k(split, dtype=dtype, device=device, **options)
+            levels = MNIST5K_LEVELS
+        return images if raw else dequantize(images, levels=levels, seed=seed)
     if source == "sphere_mixture":
         _forbid_options(
             options, source, allowed=("dim", "num_components", "radius", "std", "means_seed")
@@ -102,7 +121,7 @@ def dataset(
             raise OptionError("'sphere_mixture' needs its dimension: pass dim=D")
         count = _require_num_samples(num_samples, source)
         return sphere_mixture(count, seed=seed, dtype=dtype, device=device, **options)
-    names = ", ".join((*TOY_DATASETS, "digits", "sphere_mixture"))
+    names = ", ".join((*TOY_DATASETS, "digits", *IMAGE_DATASETS, "sphere_mixture"))
     raise OptionError(
         f"unknown dataset {source!r}; known datasets: {names}; "
         f"or a path to a {', '.join(SUPPORTED_SUFFIXES)} file"
