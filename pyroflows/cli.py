@@ -122,6 +122,9 @@ _FLOW_OPTIONS = (
     ("hidden", "hidden_dims"),
     ("count_bins", "count_bins"),
     ("bound", "bound"),
+    ("scales", "levels"),  # glow's and realnvp_image's levels (--levels is the data's)
+    ("steps_per_level", "steps_per_level"),
+    ("hidden_channels", "hidden_channels"),
 )
 _HEADER = {"auto": None, "yes": True, "no": False}
 
@@ -384,6 +387,22 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         "--bound", type=float, default=None, help="spline interval half-width (spline flows only)"
     )
     parser.add_argument(
+        "--scales",
+        type=_positive_int,
+        default=None,
+        help="levels (scales) of a multi-scale image flow (glow, realnvp_image); --levels is "
+        "the data's number of grey levels",
+    )
+    parser.add_argument(
+        "--steps-per-level", type=_positive_int, default=None, help="flow steps per level of glow"
+    )
+    parser.add_argument(
+        "--hidden-channels",
+        type=_positive_int,
+        default=None,
+        help="hidden channels of the convolutional conditioners of glow and realnvp_image",
+    )
+    parser.add_argument(
         "--logit-alpha",
         type=float,
         default=None,
@@ -513,6 +532,7 @@ def _run_sample(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         png=args.png,
         columns=args.columns,
+        scale=args.scale,
     )
     shape = "x".join(str(n) for n in samples.shape[1:])
     for path in filter(None, (args.out, args.png)):
@@ -544,6 +564,13 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=None,
         help="images per row of the --png grid (default: ceil(sqrt(n)))",
+    )
+    parser.add_argument(
+        "--scale",
+        type=_positive_int,
+        default=1,
+        help="PNG pixels per image pixel, across and down, in the --png grid (e.g. 4 to see "
+        "8x8 digits)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --out if it exists (else refused)"

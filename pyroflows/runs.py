@@ -419,6 +419,7 @@ def sample_run(
     overwrite: bool = False,
     png: str | os.PathLike | None = None,
     columns: int | None = None,
+    scale: int = 1,
 ):
     r"""Draw ``num`` samples from a saved model; write ``.npy`` or ``.csv`` (by suffix).
 
@@ -436,7 +437,8 @@ def sample_run(
     :math:`[0, 255]` (:math:`L` the run's number of levels; continuous images: :math:`255 x`
     clipped). The image shape is the model's event shape, or, for a flow on vectors fitted
     to images, the ``image_shape`` of the run's ``metrics.json``; a model of other vectors
-    is refused (:class:`~pyroflows.errors.OptionError`).
+    is refused (:class:`~pyroflows.errors.OptionError`). Each image pixel is drawn as
+    ``scale`` x ``scale`` PNG pixels (nearest neighbour; ``sample --scale``).
 
     Example:
         >>> import tempfile, pathlib
@@ -469,6 +471,9 @@ def sample_run(
     if png is not None:
         images = samples.reshape(len(samples), *image_shape)
         pixels = _to_pixels(images, run.get("levels"))
+        if scale < 1:
+            raise OptionError(f"scale must be a positive integer, got {scale}")
+        pixels = pixels.repeat(scale, axis=2).repeat(scale, axis=3)  # nearest-neighbour zoom
         png.parent.mkdir(parents=True, exist_ok=True)
         _write_png(png, _image_grid(pixels, columns))
     if out is not None:
