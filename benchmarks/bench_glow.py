@@ -109,16 +109,36 @@ def _peak_memory(fn, device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+def _normflows_missing() -> str | None:
+    try:
+        import normflows  # noqa: F401
+    except ImportError:
+        return "normflows is not installed (pip install normflows, or put it on PYTHONPATH)"
+    return None
+
+
 def run(shape, levels, steps, hidden, batch, repeats, device) -> dict:
+    """Time the contenders on one image shape; normflows is left out when it is missing."""
     torch.manual_seed(0)
-    theirs = normflows_glow(shape, levels, steps, hidden).to(device)
-    ours, our_hidden = pyroflows_glow(shape, levels, steps, _count(theirs))
-    ours = ours.to(device)
+    with_peer = _normflows_missing() is None
+    models = {}
+    if with_peer:
+        theirs = normflows_glow(shape, levels, steps, hidden).to(device)
+        ours, our_hidden = pyroflows_glow(shape, levels, steps, _count(theirs))
+        models["normflows"] = (theirs, lambda m, data: m.forward_kld(data))
+    else:
+        our_hidden = hidden
+        ours = Flow.build(
+            "glow",
+            shape,
+            levels=levels,
+            steps_per_level=steps,
+            hidden_channels=hidden,
+            num_blocks=0,
+        )
+    models = {"pyroflows": (ours.to(device), lambda m, data: -m.log_prob(data).mean()), **models}
     x = torch.rand(batch, *shape, device=device)
-    steps_by_name = {
-        "pyroflows": _step_fn(ours, lambda m, data: -m.log_prob(data).mean(), x),
-        "normflows": _step_fn(theirs, lambda m, data: m.forward_kld(data), x),
-    }
+    steps_by_name = {name: _step_fn(model, loss, x) for name, (model, loss) in models.items()}
     for fn in steps_by_name.values():  # warm-up, and ActNorm's data-dependent start
         for _ in range(3):
             _timed(fn, device)
@@ -129,10 +149,10 @@ def run(shape, levels, steps, hidden, batch, repeats, device) -> dict:
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {
         "shape": "x".join(map(str, shape)),
-        "params": {"pyroflows": _count(ours), "normflows": _count(theirs)},
+        "params": {name: _count(model) for name, (model, _) in models.items()},
         "hidden": {"pyroflows": our_hidden, "normflows": hidden},
         "ms": {name: 1000 * value for name, value in medians.items()},
-        "ratio": medians["normflows"] / medians["pyroflows"],
+        "ratio": medians["normflows"] / medians["pyroflows"] if with_peer else None,
         "peak_mib": {name: _peak_memory(fn, device) for name, fn in steps_by_name.items()},
     }
 
@@ -162,19 +182,28 @@ def main() -> None:
         f"{'shape':>8} | {'params ours / theirs':>22} | {'hidden':>9} | "
         f"{'ms ours':>8} {'ms theirs':>9} | {'speed-up':>8} | peak MiB ours / theirs"
     )
+    missing = _normflows_missing()
+    if missing:
+        print(f"#   skipped normflows: {missing}")
     for shape in shapes:
         row = run(shape, args.levels, args.steps, args.hidden, args.batch, args.repeats, device)
-        memory = row["peak_mib"]
+        params, ms, memory = row["params"], row["ms"], row["peak_mib"]
+
+        def cell(values, name, form):
+            value = values.get(name)
+            return "-" if value is None else format(value, form)
+
         peak = (
-            f"{memory['pyroflows']:.0f} / {memory['normflows']:.0f}"
-            if memory["pyroflows"] is not None
+            f"{cell(memory, 'pyroflows', '.0f')} / {cell(memory, 'normflows', '.0f')}"
+            if device.type == "cuda"
             else "n/a (CPU)"
         )
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         print(
-            f"{row['shape']:>8} | {row['params']['pyroflows']:>10,} / "
-            f"{row['params']['normflows']:>9,} | {row['hidden']['pyroflows']:>3} / "
-            f"{row['hidden']['normflows']:>3} | {row['ms']['pyroflows']:>8.1f} "
-            f"{row['ms']['normflows']:>9.1f} | {row['ratio']:>7.2f}x | {peak}"
+            f"{row['shape']:>8} | {cell(params, 'pyroflows', ',d'):>10} / "
+            f"{cell(params, 'normflows', ',d'):>9} | {row['hidden']['pyroflows']:>3} / "
+            f"{row['hidden']['normflows']:>3} | {cell(ms, 'pyroflows', '.1f'):>8} "
+            f"{cell(ms, 'normflows', '.1f'):>9} | {ratio:>8} | {peak}"
         )
 
 
