@@ -2,6 +2,7 @@
 
 from .conv import ConvResNet
 from .functional import clamp_in_value, inverse_softplus
+from .lipschitz import LipschitzMLP, LipSwish, SpectralNormLinear, lipschitz_bound
 from .made import MADE, MaskedLinear, Ordering
 from .mlp import MLP
 from .parameters import FlowParameters
@@ -11,8 +12,12 @@ __all__ = [
     "MLP",
     "ConvResNet",
     "FlowParameters",
+    "LipSwish",
+    "LipschitzMLP",
     "MaskedLinear",
     "Ordering",
+    "SpectralNormLinear",
     "clamp_in_value",
     "inverse_softplus",
+    "lipschitz_bound",
 ]
