@@ -2,7 +2,13 @@
 
 from .conv import ConvResNet
 from .functional import clamp_in_value, inverse_softplus
-from .lipschitz import LipschitzMLP, LipSwish, SpectralNormLinear, lipschitz_bound
+from .lipschitz import (
+    LipschitzMLP,
+    LipSwish,
+    SpectralNormConv2d,
+    SpectralNormLinear,
+    lipschitz_bound,
+)
 from .made import MADE, MaskedLinear, Ordering
 from .mlp import MLP
 from .parameters import FlowParameters
@@ -16,6 +22,7 @@ __all__ = [
     "LipschitzMLP",
     "MaskedLinear",
     "Ordering",
+    "SpectralNormConv2d",
     "SpectralNormLinear",
     "clamp_in_value",
     "inverse_softplus",
