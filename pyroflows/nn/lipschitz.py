@@ -26,6 +26,10 @@ __all__ = [
     "lipschitz_bound",
 ]
 
+# Power iterations at construction: the error of sigma-hat shrinks like (sigma_2 / sigma_1)^(2n),
+# and 10 left a random 4 x 4 layer 0.06% above its bound (sigma_2 / sigma_1 = 0.9).
+_START_ITERATIONS = 100
+
 
 def _normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.norm().clamp_min(eps)
@@ -44,7 +48,8 @@ class SpectralNormLinear(nn.Linear):
     stored vectors are used as they are: no iteration and no randomness, so a loaded model
     (``u`` and ``v`` are buffers, kept in ``state_dict``) gives the same output.
     :math:`\hat\sigma \le \sigma_{\max}(W)`, so the bound :math:`\|\tilde W\|_2 \le c` holds
-    once the power iteration has converged (it is refined at every training step).
+    once the power iteration has converged: a new layer starts with 100 iterations, and
+    each training step refines the estimate.
 
     torch's ``torch.nn.utils.parametrizations.spectral_norm`` is not used: it normalises to
     exactly 1 (no coefficient :math:`c < 1` and no ``max(1, .)``) and keeps ``u, v`` inside a
@@ -95,7 +100,7 @@ class SpectralNormLinear(nn.Linear):
             with torch.no_grad():
                 self.u.copy_(_normalize(torch.randn(out_features, **factory)))
                 self.v.copy_(_normalize(torch.randn(in_features, **factory)))
-                self.power_iteration(10)
+                self.power_iteration(_START_ITERATIONS)
 
     @torch.no_grad()
     def power_iteration(self, n: int) -> None:
@@ -182,7 +187,7 @@ class SpectralNormConv2d(nn.Conv2d):
         factory = {"device": self.weight.device, "dtype": self.weight.dtype}
         self.register_buffer("u", _normalize(torch.randn(1, out_channels, *input_shape, **factory)))
         self.register_buffer("v", _normalize(torch.randn(1, in_channels, *input_shape, **factory)))
-        self.power_iteration(10)
+        self.power_iteration(_START_ITERATIONS)
 
     @torch.no_grad()
     def power_iteration(self, n: int) -> None:
@@ -325,7 +330,7 @@ class LipschitzMLP(nn.Module):
         with torch.no_grad():
             last.weight.mul_(1e-3)
             last.bias.zero_()
-            last.power_iteration(10)
+            last.power_iteration(_START_ITERATIONS)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Evaluate ``g(x, context)``; ``context`` required iff ``context_dim > 0``."""
