@@ -59,18 +59,18 @@ def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def _our_glow(shape, levels: int, steps: int, hidden: int) -> Flow:
+    """pyroflows' glow with normflows' coupling network shape (no residual block)."""
+    return Flow.build(
+        "glow", shape, levels=levels, steps_per_level=steps, hidden_channels=hidden, num_blocks=0
+    )
+
+
 def pyroflows_glow(shape, levels: int, steps: int, target_params: int) -> Flow:
     """pyroflows' glow with the hidden width whose parameter count is nearest the target."""
     best = None
     for hidden in range(16, 257, 4):
-        model = Flow.build(
-            "glow",
-            shape,
-            levels=levels,
-            steps_per_level=steps,
-            hidden_channels=hidden,
-            num_blocks=0,
-        )
+        model = _our_glow(shape, levels, steps, hidden)
         gap = abs(_count(model) - target_params)
         if best is None or gap < best[0]:
             best = (gap, model, hidden)
@@ -128,14 +128,7 @@ def run(shape, levels, steps, hidden, batch, repeats, device) -> dict:
         models["normflows"] = (theirs, lambda m, data: m.forward_kld(data))
     else:
         our_hidden = hidden
-        ours = Flow.build(
-            "glow",
-            shape,
-            levels=levels,
-            steps_per_level=steps,
-            hidden_channels=hidden,
-            num_blocks=0,
-        )
+        ours = _our_glow(shape, levels, steps, hidden)
     models = {"pyroflows": (ours.to(device), lambda m, data: -m.log_prob(data).mean()), **models}
     x = torch.rand(batch, *shape, device=device)
     steps_by_name = {name: _step_fn(model, loss, x) for name, (model, loss) in models.items()}

@@ -36,17 +36,9 @@ from pyroflows.transforms import (
     build,
 )
 
+from .helpers import perturbed
+
 F64 = torch.float64
-
-
-def _perturbed(flow, scale: float, seed: int = 0):
-    """``flow`` with every parameter moved by ``scale`` standard normal noise (off identity)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in flow.parameters():
-            noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
-            parameter.add_(scale * noise)
-    return flow
 
 
 def _near_singular(dim: int, small: float = 1e-4) -> ElementwiseAffine:
@@ -60,7 +52,7 @@ def _near_singular(dim: int, small: float = 1e-4) -> ElementwiseAffine:
 # -- exact Jacobians and singular values -----------------------------------------------------------
 @pytest.mark.parametrize("layer", [LULinear, TriangularLinear])
 def test_singular_values_of_a_linear_flow_are_those_of_its_matrix(layer):
-    flow = _perturbed(layer(5), 0.5).double()
+    flow = perturbed(layer(5), 0.5).double()
     matrix = flow.matrix() if isinstance(flow, LULinear) else _triangular(flow)
     x = torch.randn(7, 5, dtype=F64)
     jac = jacobian(flow, x)
@@ -81,7 +73,7 @@ def _triangular(flow: TriangularLinear) -> torch.Tensor:
 def test_jacobian_matches_autograd_through_a_numerical_inverse_and_the_preprocessing():
     """A density model's map (logit, standardisation, planar's root-finding inverse)."""
     model = Flow.build("planar", 3, logit_alpha=0.05).double()
-    _perturbed(model, 0.3)
+    perturbed(model, 0.3)
     x = torch.rand(4, 3, dtype=F64)
     model.standardize_with(torch.rand(50, 3, dtype=F64))
 
@@ -98,13 +90,13 @@ def test_jacobian_matches_autograd_through_a_numerical_inverse_and_the_preproces
 
 
 def test_conditional_flows_and_pyro_transforms_are_accepted():
-    flow = _perturbed(build("realnvp", 3, context_dim=2, num_layers=2), 0.2).double()
+    flow = perturbed(build("realnvp", 3, context_dim=2, num_layers=2), 0.2).double()
     x, context = torch.randn(5, 3, dtype=F64), torch.randn(5, 2, dtype=F64)
     jac = jacobian(flow, x, context)
     for row in range(5):
         expected = jacobian(flow.condition(context[row]), x[row : row + 1])[0]
         torch.testing.assert_close(jac[row], expected)
-    pyro_flow = _perturbed(affine_autoregressive(4), 0.3)  # Pyro-named helper
+    pyro_flow = perturbed(affine_autoregressive(4), 0.3)  # Pyro-named helper
     pyro_native = dist.transforms.affine_autoregressive(4)
     for transform in (pyro_flow, pyro_native):
         assert float(log_det_check(transform, torch.randn(6, 4)).max()) < 1e-4
@@ -127,7 +119,7 @@ def test_wrong_inputs_raise_naming_what_was_expected():
 
 # -- the estimate ---------------------------------------------------------------------------------
 def test_the_estimate_agrees_with_the_exact_values_within_its_error_bars():
-    flow = _perturbed(build("maf", 12, num_layers=3), 0.15).double()
+    flow = perturbed(build("maf", 12, num_layers=3), 0.15).double()
     x = torch.randn(6, 12, dtype=F64)
     exact = condition_numbers(flow, x)
     estimate = condition_numbers(flow, x, exact_max_dim=4)
@@ -140,7 +132,7 @@ def test_the_estimate_agrees_with_the_exact_values_within_its_error_bars():
 
 
 def test_the_estimate_keeps_the_inputs_dtype_and_warns_or_raises_when_not_converged():
-    flow = _perturbed(TriangularLinear(8), 1.0)
+    flow = perturbed(TriangularLinear(8), 1.0)
     x = torch.randn(3, 8)
     result = condition_numbers(flow, x, exact_max_dim=2)
     assert result.condition.dtype == torch.float32 and result.condition.shape == (3,)
@@ -163,18 +155,18 @@ def test_a_nearly_singular_map_has_condition_number_one_over_its_smallest_scale(
 # -- log-dets, inverse errors, reports -------------------------------------------------------------
 @pytest.mark.parametrize("name", ["maf", "realnvp", "nsf", "planar"])
 def test_registry_flows_report_the_log_det_of_their_jacobian(name):
-    flow = _perturbed(build(name, 4), 0.1).double()
+    flow = perturbed(build(name, 4), 0.1).double()
     assert float(log_det_check(flow, torch.randn(8, 4, dtype=F64)).max()) < 1e-5
 
 
 def test_an_exact_inverse_round_trips_to_rounding():
-    flow = _perturbed(build("realnvp", 4, num_layers=4), 0.1)
+    flow = perturbed(build("realnvp", 4, num_layers=4), 0.1)
     error = inverse_error(flow, torch.randn(32, 4))
     assert error.shape == (32,) and float(error.max()) < 1e-5
 
 
 def test_the_layer_report_has_one_row_per_layer_and_log_dets_that_add_up():
-    flow = FlowSequence([_perturbed(build("realnvp", 3, num_layers=2), 0.2), _near_singular(3)])
+    flow = FlowSequence([perturbed(build("realnvp", 3, num_layers=2), 0.2), _near_singular(3)])
     report = layer_report(flow, torch.randn(16, 3))
     assert [row.name for row in report.rows] == [
         "0: FlowSequence",
@@ -192,7 +184,7 @@ def test_the_layer_report_has_one_row_per_layer_and_log_dets_that_add_up():
 
 def test_the_report_of_a_density_model_runs_from_the_data_to_the_noise():
     model = Flow.build("realnvp", 4, num_layers=3, logit_alpha=0.05)
-    _perturbed(model.flow, 0.2)
+    perturbed(model.flow, 0.2)
     x = torch.rand(24, 4)
     report = layer_report(model, x, exact_max_dim=2)  # every row estimated
     names = [row.name for row in report.rows]
@@ -308,7 +300,7 @@ def test_guide_report_of_an_autoflow_after_a_few_svi_steps():
 
 def test_guide_report_of_an_amortized_flow_at_its_encoder_outputs():
     guide = AmortizedFlow(5, 3, "iaf", context_dim=4, encoder_hidden_dims=[8], num_layers=2)
-    _perturbed(guide, 0.1)
+    perturbed(guide, 0.1)
     data = torch.randn(10, 5)
     report = guide_report(guide, data=data)
     assert report.rows[-2].name == "loc/scale" and report.total.name == "whole guide"

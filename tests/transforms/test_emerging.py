@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from pyroflows.transforms import EmergingConv, PeriodicConv
 from pyroflows.transforms.emerging import _conv_after, _conv_before
 
+from ..helpers import jacobian_matrix
+
 
 def _perturbed(shape, kernel_size=3, scale=0.3, dtype=torch.float64, seed=0, cls=EmergingConv):
     torch.manual_seed(seed)
@@ -22,12 +24,6 @@ def _perturbed(shape, kernel_size=3, scale=0.3, dtype=torch.float64, seed=0, cls
     return flow
 
 
-def _jacobian(function, x):
-    """The Jacobian of ``function`` at one image ``x``, flattened to an (N, N) matrix."""
-    jac = torch.autograd.functional.jacobian(function, x)
-    return jac.reshape(x.numel(), x.numel())
-
-
 def _pixel_major(shape):
     """The permutation from (c, h, w) flattening to (h, w, c) flattening (raster order)."""
     return torch.arange(torch.Size(shape).numel()).reshape(shape).permute(1, 2, 0).reshape(-1)
@@ -35,13 +31,13 @@ def _pixel_major(shape):
 
 @pytest.mark.parametrize("shape", [(2, 4, 4), (3, 5, 6)], ids=["2x4x4", "3x5x6"])
 @pytest.mark.parametrize("kernel_size", [3, 5])
-def test_log_det_matches_the_float64_autograd_jacobian(shape, kernel_size):
+def test_log_det_matches_the_float64_autogradjacobian_matrix(shape, kernel_size):
     flow = _perturbed(shape, kernel_size)
     x = torch.randn(3, *shape, dtype=torch.float64)
     y, log_det = flow.forward_and_log_det(x)
     _, inverse_log_det = flow.inverse_and_log_det(y)
     for i in range(3):
-        jac = _jacobian(lambda v: flow.forward_and_log_det(v)[0], x[i])
+        jac = jacobian_matrix(lambda v: flow.forward_and_log_det(v)[0], x[i])
         expected = torch.linalg.slogdet(jac).logabsdet
         torch.testing.assert_close(log_det[i], expected, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(inverse_log_det, -log_det, atol=0, rtol=0)
@@ -56,8 +52,8 @@ def test_each_convolution_is_triangular_in_raster_order():
     first, second = flow.kernels()
     x = torch.randn(shape, dtype=torch.float64)
     order = _pixel_major(shape)
-    after = _jacobian(lambda v: _conv_after(v[None], first)[0], x)[order][:, order]
-    before = _jacobian(lambda v: _conv_before(v[None], second)[0], x)[order][:, order]
+    after = jacobian_matrix(lambda v: _conv_after(v[None], first)[0], x)[order][:, order]
+    before = jacobian_matrix(lambda v: _conv_before(v[None], second)[0], x)[order][:, order]
     torch.testing.assert_close(after, after.triu(), atol=0, rtol=0)  # reads later entries
     torch.testing.assert_close(before, before.tril(), atol=0, rtol=0)  # reads earlier ones
     pixels = shape[1] * shape[2]
@@ -71,7 +67,7 @@ def test_the_composition_reads_exactly_the_k_by_k_neighbourhood(kernel_size):
     shape = (2, 7, 8)
     flow = _perturbed(shape, kernel_size)
     x = torch.randn(shape, dtype=torch.float64)
-    jac = _jacobian(lambda v: flow.forward_and_log_det(v)[0], x).reshape(*shape, *shape)
+    jac = jacobian_matrix(lambda v: flow.forward_and_log_det(v)[0], x).reshape(*shape, *shape)
     reads = jac.abs() > 1e-12
     radius = kernel_size // 2
     _, height, width = shape
@@ -149,12 +145,12 @@ def test_periodic_forward_is_the_circular_convolution(shape):
 
 @pytest.mark.parametrize("shape", [(2, 4, 4), (3, 5, 6)], ids=["2x4x4", "3x5x6"])
 @pytest.mark.parametrize("kernel_size", [3, 5])  # 5 on 4 x 4 wraps onto itself
-def test_periodic_log_det_matches_the_float64_autograd_jacobian(shape, kernel_size):
+def test_periodic_log_det_matches_the_float64_autogradjacobian_matrix(shape, kernel_size):
     flow = _perturbed(shape, kernel_size, cls=PeriodicConv)
     x = torch.randn(3, *shape, dtype=torch.float64)
     y, log_det = flow.forward_and_log_det(x)
     for i in range(3):
-        jac = _jacobian(lambda v: flow.forward_and_log_det(v)[0], x[i])
+        jac = jacobian_matrix(lambda v: flow.forward_and_log_det(v)[0], x[i])
         expected = torch.linalg.slogdet(jac).logabsdet
         torch.testing.assert_close(log_det[i], expected, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(flow.inverse_and_log_det(y)[1], -log_det, atol=0, rtol=0)

@@ -23,21 +23,9 @@ from pyroflows.transforms import (
     build,
 )
 
+from ..helpers import jacobian_log_det, perturbed
+
 F64 = torch.float64
-
-
-def _perturb(module: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
-            param.add_(scale * noise)
-    return module
-
-
-def _jacobian_log_det(function, x: torch.Tensor) -> torch.Tensor:
-    jac = torch.autograd.functional.jacobian(function, x)
-    return torch.linalg.slogdet(jac.reshape(x.numel(), x.numel())).logabsdet
 
 
 # -- ActNorm on images --------------------------------------------------------------------------
@@ -70,7 +58,7 @@ def test_actnorm_image_log_det_is_pixels_times_the_channel_log_scales():
     y, log_det = flow.forward_and_log_det(x)
     assert log_det.shape == (2, 6)
     torch.testing.assert_close(log_det, torch.full((2, 6), 20 * 1.5, dtype=F64))
-    expected = _jacobian_log_det(flow.with_cache(0), x[0, 0])
+    expected = jacobian_log_det(flow.with_cache(0), x[0, 0])
     torch.testing.assert_close(log_det[0, 0], expected)
     torch.testing.assert_close(y[0, 0, 2], 3.0 + x[0, 0, 2] * torch.tensor(2.0, dtype=F64).exp())
 
@@ -103,12 +91,12 @@ def test_actnorm_refuses_other_ranks_and_wrong_images():
 # -- the invertible 1x1 convolution -----------------------------------------------------------
 def test_conv1x1_log_det_is_pixels_times_log_abs_det_w():
     torch.manual_seed(0)
-    flow = _perturb(InvertibleConv1x1((4, 3, 5)), 0.3).double()
+    flow = perturbed(InvertibleConv1x1((4, 3, 5)), 0.3).double()
     x = torch.randn(7, 4, 3, 5, dtype=F64)
     y, log_det = flow.forward_and_log_det(x)
     expected = 15 * torch.linalg.slogdet(flow.matrix()).logabsdet
     torch.testing.assert_close(log_det, expected.expand(7))
-    torch.testing.assert_close(log_det[0], _jacobian_log_det(flow.with_cache(0), x[0]))
+    torch.testing.assert_close(log_det[0], jacobian_log_det(flow.with_cache(0), x[0]))
     # each pixel's channel vector is multiplied by W
     torch.testing.assert_close(y[3, :, 1, 2], flow.matrix() @ x[3, :, 1, 2])
     eye = torch.eye(4, dtype=F64)
@@ -161,7 +149,7 @@ def test_conv_coupling_starts_at_the_identity(mask, flip, transformer):
 @pytest.mark.parametrize("transformer", TRANSFORMERS, ids=repr)
 def test_conv_coupling_passes_one_part_through_and_matches_its_jacobian(mask, flip, transformer):
     torch.manual_seed(0)
-    flow = _perturb(ConvCoupling((3, 4, 4), 8, transformer, mask, flip, num_blocks=1), 0.2)
+    flow = perturbed(ConvCoupling((3, 4, 4), 8, transformer, mask, flip, num_blocks=1), 0.2)
     flow = flow.double()
     x = torch.randn(4, 3, 4, 4, dtype=F64)
     y, log_det = flow.forward_and_log_det(x)
@@ -175,14 +163,14 @@ def test_conv_coupling_passes_one_part_through_and_matches_its_jacobian(mask, fl
         )
     assert torch.equal(y[passed], x[passed])
     assert (y[~passed] - x[~passed]).abs().max() > 1e-3  # the other part did change
-    torch.testing.assert_close(log_det[1], _jacobian_log_det(flow.with_cache(0), x[1]))
+    torch.testing.assert_close(log_det[1], jacobian_log_det(flow.with_cache(0), x[1]))
     torch.testing.assert_close(flow.inv(y.clone()), x)
 
 
 @pytest.mark.parametrize("mask", ["checkerboard", "channel"])
 def test_conditional_conv_coupling_depends_on_the_context(mask):
     torch.manual_seed(0)
-    flow = _perturb(ConvCoupling((2, 4, 4), 8, mask=mask, context_dim=3, num_blocks=1), 0.2)
+    flow = perturbed(ConvCoupling((2, 4, 4), 8, mask=mask, context_dim=3, num_blocks=1), 0.2)
     x = torch.randn(3, 2, 4, 4).expand(2, 3, 2, 4, 4)
     labels = torch.eye(3)[torch.tensor([[0, 1, 2], [2, 2, 0]])]  # one-hot, batch (2, 3)
     y, log_det = flow.forward_and_log_det(x, labels)
@@ -221,7 +209,7 @@ def test_registry_builds_the_couplings_with_their_masks():
     assert isinstance(affine.transformer, Affine) and affine.mask_kind == "channel" and affine.flip
     assert isinstance(additive.transformer, Additive) and additive.context_dim == 2
     x = torch.randn(3, 2, 4, 4)
-    _, log_det = _perturb(additive).forward_and_log_det(x, torch.randn(3, 2))
+    _, log_det = perturbed(additive, 0.1).forward_and_log_det(x, torch.randn(3, 2))
     torch.testing.assert_close(log_det, torch.zeros(3))  # volume preserving
 
 
@@ -258,7 +246,7 @@ def test_image_context_is_read_as_planes_and_keeps_the_contract(mask):
     """A context image of shape (C_c, H, W) = (2, 8, 8), passed flattened (context_dim 128)."""
     torch.manual_seed(0)
     flow = ConvCoupling((2, 8, 8), 8, mask=mask, context_dim=128, image_context=True, num_blocks=1)
-    flow = _perturb(flow, 0.2).double()
+    flow = perturbed(flow, 0.2).double()
     x = torch.randn(5, 2, 8, 8, dtype=F64)
     context = torch.randn(5, 2, 8, 8, dtype=F64)
     t = flow.condition(context.flatten(-3))
@@ -266,7 +254,7 @@ def test_image_context_is_read_as_planes_and_keeps_the_contract(mask):
     log_det = t.log_abs_det_jacobian(x, y)
     torch.testing.assert_close(t.inv(y.clone()), x)
     sample = flow.condition(context[2].flatten()).with_cache(0)
-    torch.testing.assert_close(log_det[2], _jacobian_log_det(sample, x[2]))
+    torch.testing.assert_close(log_det[2], jacobian_log_det(sample, x[2]))
     torch.testing.assert_close(flow.inv.condition(context.flatten(-3))(y), t.inv(y))
     # a change of the context image at one pixel changes the output near that pixel only
     moved = context.clone()
@@ -287,7 +275,7 @@ def test_image_context_size_must_be_whole_planes():
 
 def test_batch_normalised_conditioner_is_a_bijection_in_eval_mode():
     torch.manual_seed(0)
-    flow = _perturb(ConvCoupling((2, 4, 4), 8, norm="batch"), 0.2)
+    flow = perturbed(ConvCoupling((2, 4, 4), 8, norm="batch"), 0.2)
     flow(torch.randn(64, 2, 4, 4))  # training mode: updates the running statistics
     flow.eval()
     x = torch.randn(3, 2, 4, 4)
@@ -315,7 +303,7 @@ def test_a_glow_step_is_a_conditional_pyro_distribution_over_images():
             ConvCoupling(shape, 8, Additive(), flip=True, num_blocks=1, context_dim=3),
         ]
     ).double()
-    _perturb(step, 0.1)
+    perturbed(step, 0.1)
     base = dist.Normal(torch.zeros(shape, dtype=F64), 1.0).to_event(3)
     model = ConditionalTransformedDistribution(base, [step])  # base -> data; density by .inv
     labels = torch.eye(3, dtype=F64)[torch.tensor([0, 1, 2, 1, 0])]

@@ -22,22 +22,9 @@ from pyroflows.transforms import (
     realnvp_image,
 )
 
+from ..helpers import jacobian_log_det, perturbed
+
 F64 = torch.float64
-
-
-def _perturb(module, scale=0.3, seed=1):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
-            param.add_(scale * noise)
-    return module
-
-
-def _jacobian_log_det(fn, x):
-    """log|det| of the Jacobian of ``fn`` at one event ``x`` (any shape), by autograd."""
-    jac = torch.autograd.functional.jacobian(lambda v: fn(v).reshape(-1), x)
-    return torch.linalg.slogdet(jac.reshape(x.numel(), x.numel())).logabsdet
 
 
 def _standard_normal(shape):
@@ -107,7 +94,7 @@ def _two_levels(context_dim=0, channels=1):
         inner=final,
         outer_steps=Spline((c, 4, 4), context_dim=context_dim),
     )
-    return _perturb(flow.double())
+    return perturbed(flow.double(), 0.3, seed=1)
 
 
 @pytest.mark.parametrize("channels", [1, 2])
@@ -117,7 +104,7 @@ def test_multiscale_log_det_matches_autograd_and_round_trips(channels):
     x, log_det = flow.forward_and_log_det(z)
     assert x.shape == z.shape and log_det.shape == (4,)
     for k in range(4):
-        expected = _jacobian_log_det(lambda v: flow.forward_and_log_det(v)[0], z[k])
+        expected = jacobian_log_det(lambda v: flow.forward_and_log_det(v)[0], z[k])
         torch.testing.assert_close(log_det[k], expected, atol=1e-10, rtol=1e-10)
     back, inverse_log_det = flow.inverse_and_log_det(x)
     torch.testing.assert_close(back, z, atol=1e-10, rtol=1e-10)
@@ -126,7 +113,7 @@ def test_multiscale_log_det_matches_autograd_and_round_trips(channels):
 
 def test_factored_channels_pass_later_levels_unchanged():
     # Only the inner flow acts: the factored half of the squeezed latent is the data's.
-    inner = _perturb(ElementwiseAffine((2, 2, 2)).double())
+    inner = perturbed(ElementwiseAffine((2, 2, 2)).double(), 0.3, seed=1)
     flow = MultiScale((1, 4, 4), inner=inner)
     z = torch.randn(3, 1, 4, 4, dtype=F64)
     x = flow(z)
@@ -135,7 +122,9 @@ def test_factored_channels_pass_later_levels_unchanged():
     assert torch.equal(z[:, :, 1::2], x[:, :, 1::2])
     torch.testing.assert_close(v[:, :2], inner(u[:, :2]))
     # keep=1: only the first sub-pixel of each block goes deeper
-    flow = MultiScale((1, 4, 4), inner=_perturb(ElementwiseAffine((1, 2, 2)).double()), keep=1)
+    flow = MultiScale(
+        (1, 4, 4), inner=perturbed(ElementwiseAffine((1, 2, 2)).double(), 0.3, seed=1), keep=1
+    )
     x = flow(z)
     assert torch.equal(Squeeze((1, 4, 4))(x)[:, 1:], u[:, 1:])
 
@@ -164,9 +153,7 @@ def test_multiscale_passes_the_context_to_its_conditional_parts():
     z = torch.randn(4, 1, 4, 4, dtype=F64)
     x, log_det = flow.forward_and_log_det(z, context)
     for k in range(4):
-        expected = _jacobian_log_det(
-            lambda v, c=context[k]: flow.forward_and_log_det(v, c)[0], z[k]
-        )
+        expected = jacobian_log_det(lambda v, c=context[k]: flow.forward_and_log_det(v, c)[0], z[k])
         torch.testing.assert_close(log_det[k], expected, atol=1e-10, rtol=1e-10)
     other = flow.forward_and_log_det(z, torch.randn(4, 3, dtype=F64))[0]
     assert not torch.allclose(other, x)
@@ -210,7 +197,7 @@ def _small(name, shape, context_dim=0, **options):
     with torch.no_grad():  # data-dependent ActNorm initialisation, then away from the identity
         context = torch.randn(64, context_dim, dtype=F64) if context_dim else None
         flow.inverse_and_log_det(torch.randn(64, *shape, dtype=F64) * 2 + 1, context)
-    return _perturb(flow, scale=0.05)
+    return perturbed(flow, 0.05, seed=1)
 
 
 STACKS = [
@@ -229,7 +216,7 @@ def test_stack_log_det_matches_autograd_and_round_trips(name, shape, options):
     assert x.shape == z.shape and log_det.shape == (3,)
     assert not torch.allclose(x, z)
     for k in range(3):
-        expected = _jacobian_log_det(lambda v: flow.forward_and_log_det(v)[0], z[k])
+        expected = jacobian_log_det(lambda v: flow.forward_and_log_det(v)[0], z[k])
         torch.testing.assert_close(log_det[k], expected, atol=1e-9, rtol=1e-9)
     back, inverse_log_det = flow.inverse_and_log_det(x.clone())
     torch.testing.assert_close(back, z, atol=1e-10, rtol=1e-10)
@@ -301,7 +288,7 @@ def test_conditional_stacks_read_the_context(name):
     labels = torch.eye(3, dtype=F64)
     z = torch.randn(3, 1, 4, 4, dtype=F64)
     x, log_det = flow.forward_and_log_det(z, labels)
-    expected = _jacobian_log_det(lambda v: flow.forward_and_log_det(v, labels[1])[0], z[1])
+    expected = jacobian_log_det(lambda v: flow.forward_and_log_det(v, labels[1])[0], z[1])
     torch.testing.assert_close(log_det[1], expected, atol=1e-9, rtol=1e-9)
     moved = flow.forward_and_log_det(z, labels.roll(1, 0))[0]
     assert not torch.allclose(moved, x)
@@ -342,7 +329,7 @@ def test_flow_recipe_and_weights_rebuild_a_conditional_glow():
     labels = torch.eye(3)[torch.tensor([0, 1, 2, 1])]
     data = torch.rand(4, 1, 8, 8)
     model.log_prob(data, labels)  # ActNorm's data-dependent initialisation
-    _perturb(model, scale=0.05)
+    perturbed(model, 0.05, seed=1)
     fresh = Flow.from_config(model.config)
     fresh.load_state_dict(model.state_dict())
     expected = model.log_prob(data, labels)
