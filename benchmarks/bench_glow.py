@@ -10,7 +10,9 @@ learnable diagonal Gaussian per level, pyroflows' a standard normal: a few hundr
 
 One training step = the mean NLL of a batch of uniform noise images in [0, 1) (timing only;
 the data do not change the cost), backward, an Adam step. The contenders run interleaved in
-one process; medians and the ratio are printed, and on CUDA the peak memory of one step.
+one process; medians and the ratio are printed, and the peak memory of training: on CUDA
+the allocator's peak over one step; on the CPU the growth of the process's peak resident set
+over three steps, each contender in a fresh process.
 normflows is not a dependency: put it on ``PYTHONPATH`` (``pip install normflows``).
 
 Usage::
@@ -109,6 +111,62 @@ def _peak_memory(fn, device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+def _cpu_peak_child(name: str, shape, levels: int, steps: int, hidden: int, batch: int) -> None:
+    """In a fresh process: the growth of the peak resident memory over three training steps.
+
+    The baseline is the peak after building the model and the batch (and importing torch);
+    the growth is what training adds: activations kept for the backward pass, gradients and
+    Adam's two moments. CPU torch has no allocator statistics, so the process's maximum
+    resident set size (``getrusage``) is the measure: it includes the allocator's caching.
+    """
+    import resource
+
+    torch.manual_seed(0)
+    if name == "normflows":
+        model = normflows_glow(shape, levels, steps, hidden)
+        loss = lambda m, data: m.forward_kld(data)  # noqa: E731
+    else:
+        model = _our_glow(shape, levels, steps, hidden)
+        loss = lambda m, data: -m.log_prob(data).mean()  # noqa: E731
+    x = torch.rand(batch, *shape)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step = _step_fn(model, loss, x)
+    for _ in range(3):
+        step()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"PEAK_MIB {(after - before) / 1024:.1f}")  # ru_maxrss is in KiB on Linux
+
+
+def _cpu_peak(name: str, shape, hidden: int, args) -> float | None:
+    """:func:`_cpu_peak_child` of one contender in a subprocess (MiB), or ``None``."""
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        __file__,
+        "--memory-child",
+        name,
+        "--shapes",
+        "x".join(map(str, shape)),
+        "--levels",
+        str(args.levels),
+        "--steps",
+        str(args.steps),
+        "--hidden",
+        str(hidden),
+        "--batch",
+        str(args.batch),
+        "--threads",
+        str(args.threads),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("PEAK_MIB"):
+            return float(line.split()[1])
+    return None
+
+
 def _normflows_missing() -> str | None:
     try:
         import normflows  # noqa: F401
@@ -161,10 +219,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--shapes", default="1x8x8,1x28x28")
     parser.add_argument("--quick", action="store_true", help="one small shape, few repeats")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     shapes = [tuple(int(n) for n in text.split("x")) for text in args.shapes.split(",")]
+    if args.memory_child:
+        _cpu_peak_child(args.memory_child, shapes[0], args.levels, args.steps, args.hidden,
+                        args.batch)  # fmt: skip
+        return
     if args.quick:
         shapes, args.repeats, args.steps, args.hidden, args.batch = [(1, 8, 8)], 3, 2, 16, 8
     print(
@@ -186,11 +249,9 @@ def main() -> None:
             value = values.get(name)
             return "-" if value is None else format(value, form)
 
-        peak = (
-            f"{cell(memory, 'pyroflows', '.0f')} / {cell(memory, 'normflows', '.0f')}"
-            if device.type == "cuda"
-            else "n/a (CPU)"
-        )
+        if device.type != "cuda":  # the growth of the peak resident memory, one process each
+            memory = {name: _cpu_peak(name, shape, row["hidden"][name], args) for name in params}
+        peak = f"{cell(memory, 'pyroflows', '.0f')} / {cell(memory, 'normflows', '.0f')}"
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         print(
             f"{row['shape']:>8} | {cell(params, 'pyroflows', ',d'):>10} / "

@@ -125,6 +125,7 @@ _FLOW_OPTIONS = (
     ("scales", "levels"),  # glow's and realnvp_image's levels (--levels is the data's)
     ("steps_per_level", "steps_per_level"),
     ("hidden_channels", "hidden_channels"),
+    ("coupling", "coupling"),  # glow's and realnvp_image's coupling transformer
 )
 _HEADER = {"auto": None, "yes": True, "no": False}
 
@@ -401,6 +402,13 @@ def _add_fit(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=None,
         help="hidden channels of the convolutional conditioners of glow and realnvp_image",
+    )
+    parser.add_argument(
+        "--coupling",
+        choices=("affine", "additive", "spline"),
+        default=None,
+        help="coupling transformer of glow and realnvp_image (default: affine, the papers'; "
+        "spline, with --count-bins bins, is the image defaults' choice)",
     )
     parser.add_argument(
         "--logit-alpha",

@@ -210,8 +210,9 @@ def fit_run(
     **Defaults.** :func:`~pyroflows.train.density_defaults` of the training rows chooses what
     the caller leaves out: with ``flow=None`` (default) the flow and its options (``options``
     then change single keys of them), and for any flow the :func:`~pyroflows.train.fit`
-    settings not in ``fit_options`` (``epochs`` grows for small data sets; the others are
-    ``fit()``'s). The run's ``metrics.json`` records every resolved setting.
+    settings not in ``fit_options`` (``epochs`` grows for small data sets; a flow that takes
+    only images, such as ``glow``, on image data gets the image rule's, ``image_flow=True``).
+    The run's ``metrics.json`` records every resolved setting.
 
     ``logit_alpha`` models data in [0, 1) in logit space (default for ``"digits"`` and
     ``"digits-images"``: ``1e-3``; for other images 0.05; see
@@ -284,6 +285,9 @@ def fit_run(
     chosen = density_defaults(len(train), flow_dim, image=levels is not None or images)
     if flow is None:
         flow, options = chosen.flow, {**chosen.options, **(options or {})}
+    elif len(shape) == 3 and REGISTRY[flow].event_dims == (3,) and padding is None:
+        # an image flow gets the image rule's training settings (its options are the caller's)
+        chosen = density_defaults(len(train), flow_dim, image=True, image_flow=True)
     fit_options = {**chosen.fit, **fit_options}
     event = _flow_event(flow, shape) if padding is None else math.prod(shape)
     if not isinstance(event, tuple):  # a vector flow: the images' pixels as one vector

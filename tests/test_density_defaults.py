@@ -33,6 +33,21 @@ def test_the_rule_scales_width_with_the_dimension_and_epochs_with_the_rows():
     assert set(settings) == {"epochs", "batch_size", "lr", "weight_decay", "patience"}
 
 
+def test_the_image_flow_rule_is_glow_with_splines_and_glows_training_settings():
+    rule = density_defaults(4000, 784, image=True, image_flow=True)
+    assert (rule.flow, rule.options) == ("glow", {"coupling": "spline"})
+    assert rule.fit == {
+        "epochs": 100,  # 63 steps an epoch: the 100-epoch floor
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "patience": 20,
+    }
+    assert density_defaults(300, 64, image_flow=True).fit["epochs"] == 400  # ~2,000 steps
+    rule.options["coupling"] = "affine"  # a copy: the rule itself does not change
+    assert density_defaults(4000, 784, image_flow=True).options == {"coupling": "spline"}
+
+
 def test_the_rule_refuses_empty_data():
     with pytest.raises(ValueError, match="at least one row and one coordinate, got 0 x 3"):
         density_defaults(0, 3)

@@ -60,3 +60,18 @@ def test_multiscale_options_are_refused_by_other_flows(tmp_path, capsys):
     assert main([*fit, "--steps-per-level", "2", "--out", str(tmp_path / "r")]) != 0
     assert "--steps-per-level does not apply to --flow realnvp" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_image_flows_get_the_image_rule_and_a_coupling_from_the_cli(tmp_path, capsys):
+    run = tmp_path / "spline"
+    fit = ["fit", "--data", "digits-images", "--flow", "glow", "--quiet", "--epochs", "1"]
+    sizes = ["--scales", "1", "--steps-per-level", "1", "--hidden-channels", "4"]
+    assert main([*fit, *sizes, "--coupling", "spline", "--out", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["options"]["coupling"] == "spline"
+    # the image rule's training settings, not the vector rule's (batch 256, weight decay 1.0)
+    assert (metrics["fit"]["batch_size"], metrics["fit"]["weight_decay"]) == (64, 0.0)
+    assert np.isfinite(metrics["test"]["bits_per_dim"])
+    assert main(["fit", "--data", "digits", "--coupling", "spline", "--quiet",
+                 "--out", str(tmp_path / "v")]) != 0  # fmt: skip
+    assert "--coupling does not apply to --flow nsf_autoregressive" in capsys.readouterr().err

@@ -11,19 +11,21 @@ from .convolution import InvertibleConv1x1, _image_shape
 from .image_coupling import ConvCoupling
 from .linear import ActNorm
 from .multiscale import MultiScale
-from .transformers import Additive, Affine, ElementwiseTransformer
+from .transformers import Additive, Affine, ElementwiseTransformer, RationalQuadraticSpline
 
 __all__ = ["glow", "realnvp_image"]
 
-Couplings = Literal["affine", "additive"]
+Couplings = Literal["affine", "additive", "spline"]
 
 
-def _transformer(coupling: str) -> ElementwiseTransformer:
+def _transformer(coupling: str, count_bins: int = 8) -> ElementwiseTransformer:
     if coupling == "affine":
         return Affine()
     if coupling == "additive":
         return Additive()
-    raise ValueError(f"coupling must be 'affine' or 'additive', got {coupling!r}")
+    if coupling == "spline":
+        return RationalQuadraticSpline(count_bins)
+    raise ValueError(f"coupling must be 'affine', 'additive' or 'spline', got {coupling!r}")
 
 
 def _checked_levels(
@@ -56,6 +58,7 @@ def glow(
     *,
     num_blocks: int = 1,
     block_kernel_size: int = 1,
+    count_bins: int = 8,
     context_dim: int = 0,
 ) -> MultiScale:
     r"""Glow: ``levels`` levels of squeeze, ``steps_per_level`` flow steps and a split.
@@ -74,8 +77,10 @@ def glow(
     :class:`~pyroflows.transforms.InvertibleConv1x1`, and an affine
     :class:`~pyroflows.transforms.ConvCoupling` with a channel mask, always the same half:
     the learned 1x1 convolution before it replaces RealNVP's alternating masks, as in the
-    paper; ``coupling="additive"``
-    gives :math:`s = 0`), then factors out half of the channels (:math:`2C_\ell`); the last
+    paper; ``coupling="additive"`` gives :math:`s = 0`; ``coupling="spline"`` replaces the
+    affine map by a monotone rational-quadratic spline of ``count_bins`` bins per pixel, as in
+    the Glow-like RQ-NSF of Durkan et al. 2019, arXiv:1906.04032, which the image defaults
+    use), then factors out half of the channels (:math:`2C_\ell`); the last
     level does not split. The result is one :class:`~pyroflows.transforms.MultiScale` per level,
     nested, on the image shape itself, so that a standard normal base over ``(C, H, W)`` gives
     the density; the forward map (latent to data) runs each step backwards. The conditioner is
@@ -94,9 +99,11 @@ def glow(
         levels: number :math:`L` of levels (squeezes).
         steps_per_level: steps :math:`K` per level.
         hidden_channels: feature maps :math:`F` of each coupling's network.
-        coupling: ``"affine"`` (Glow) or ``"additive"`` (NICE-like, volume preserving).
+        coupling: ``"affine"`` (Glow), ``"additive"`` (NICE-like, volume preserving) or
+            ``"spline"`` (rational-quadratic splines).
         num_blocks: residual blocks of each coupling's network; keyword-only.
         block_kernel_size: kernel of the blocks' first convolution; keyword-only.
+        count_bins: spline bins of ``coupling="spline"``; keyword-only.
         context_dim: size of the context vector (``0``: unconditional); keyword-only.
 
     References:
@@ -114,7 +121,7 @@ def glow(
         True
     """
     channels, height, width = _checked_levels(event_shape, levels, int(levels), "glow")
-    transformer = _transformer(coupling)
+    transformer = _transformer(coupling, count_bins)
     inner = None
     for level in reversed(range(int(levels))):  # the innermost level first
         shape = (channels * 2**level, height // 2**level, width // 2**level)
@@ -148,6 +155,7 @@ def realnvp_image(
     num_blocks: int = 2,
     block_kernel_size: int = 3,
     actnorm: bool = True,
+    count_bins: int = 8,
     context_dim: int = 0,
 ) -> MultiScale | FlowSequence:
     r"""RealNVP's multi-scale architecture: checkerboard couplings, squeeze, channel couplings.
@@ -175,10 +183,12 @@ def realnvp_image(
         event_shape: the image shape ``(C, H, W)``.
         levels: number :math:`L` of levels (``L - 1`` squeezes).
         hidden_channels: feature maps :math:`F` of each coupling's network.
-        coupling: ``"affine"`` (RealNVP) or ``"additive"`` (NICE).
+        coupling: ``"affine"`` (RealNVP), ``"additive"`` (NICE) or ``"spline"``
+            (rational-quadratic splines of ``count_bins`` bins).
         num_blocks: residual blocks :math:`B` of each coupling's network; keyword-only.
         block_kernel_size: kernel :math:`k_B` of the blocks' first convolution; keyword-only.
         actnorm: an ActNorm after each coupling; keyword-only.
+        count_bins: spline bins of ``coupling="spline"``; keyword-only.
         context_dim: size of the context vector (``0``: unconditional); keyword-only.
 
     References:
@@ -196,7 +206,7 @@ def realnvp_image(
         True
     """
     channels, height, width = _checked_levels(event_shape, levels, int(levels) - 1, "realnvp_image")
-    transformer = _transformer(coupling)
+    transformer = _transformer(coupling, count_bins)
 
     def couplings(shape: tuple[int, int, int], mask: str, count: int) -> list[FlowModule]:
         layers: list[FlowModule] = []

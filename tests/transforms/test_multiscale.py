@@ -205,6 +205,8 @@ STACKS = [
     ("glow", (2, 4, 4), {}),
     ("realnvp_image", (1, 4, 4), {}),
     ("realnvp_image", (2, 4, 4), {}),
+    ("glow", (1, 4, 4), {"steps_per_level": 1, "coupling": "spline", "count_bins": 4}),
+    ("realnvp_image", (1, 4, 4), {"coupling": "spline"}),
 ]
 
 
@@ -308,8 +310,8 @@ def test_stack_errors_name_the_shapes():
         realnvp_image((1, 3, 4), levels=2)
     with pytest.raises(ValueError, match="levels must be at least 1"):
         glow((1, 4, 4), levels=0)
-    with pytest.raises(ValueError, match="coupling must be 'affine' or 'additive'"):
-        realnvp_image((1, 4, 4), coupling="spline")
+    with pytest.raises(ValueError, match="'affine', 'additive' or 'spline', got 'cubic'"):
+        realnvp_image((1, 4, 4), coupling="cubic")
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         glow((16,))
     with pytest.raises(ValueError, match="rank"):
