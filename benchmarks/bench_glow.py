@@ -114,12 +114,13 @@ def _peak_memory(fn, device: torch.device) -> float | None:
 def _cpu_peak_child(name: str, shape, levels: int, steps: int, hidden: int, batch: int) -> None:
     """In a fresh process: the growth of the peak resident memory over three training steps.
 
-    The baseline is the peak after building the model and the batch (and importing torch);
+    The baseline is the peak after building the model and the batch and one step on two
+    images (which loads the convolution libraries, tens of MiB);
     the growth is what training adds: activations kept for the backward pass, gradients and
     Adam's two moments. CPU torch has no allocator statistics, so the process's maximum
-    resident set size (``getrusage``) is the measure: it includes the allocator's caching.
+    resident set size (``getrusage``, as in ``bench_memory.py``) is the measure.
     """
-    import resource
+    from bench_memory import _peak_mib
 
     torch.manual_seed(0)
     if name == "normflows":
@@ -129,12 +130,12 @@ def _cpu_peak_child(name: str, shape, levels: int, steps: int, hidden: int, batc
         model = _our_glow(shape, levels, steps, hidden)
         loss = lambda m, data: -m.log_prob(data).mean()  # noqa: E731
     x = torch.rand(batch, *shape)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _step_fn(model, loss, x[:2])()  # loads the kernels' libraries, at a negligible batch
+    before = _peak_mib()
     step = _step_fn(model, loss, x)
     for _ in range(3):
         step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"PEAK_MIB {(after - before) / 1024:.1f}")  # ru_maxrss is in KiB on Linux
+    print(f"PEAK_MIB {_peak_mib() - before:.1f}")
 
 
 def _cpu_peak(name: str, shape, hidden: int, args) -> float | None:

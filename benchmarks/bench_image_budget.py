@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--options", default="{}", help="JSON: changes of the glow options")
     parser.add_argument("--lr", type=float, default=None, help="default: the rule's rate")
     parser.add_argument("--peers", action="store_true", help="also run normflows' Glow")
+    parser.add_argument("--peers-only", action="store_true", help="only normflows' Glow")
     parser.add_argument("--json", type=Path, help="write the curves here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -115,21 +116,27 @@ def main() -> None:
         f"batch {args.batch}"
     )
     results = {}
+    if args.peers_only:
+        args.peers = True
     model, config = pyroflows_model(train, json.loads(args.options))
     print(f"# pyroflows: {config}, {sum(p.numel() for p in model.parameters()):,} parameters")
-    results["pyroflows"] = {
-        **config,
-        **curve(
-            model,
-            lambda m, x: -m.log_prob(x).mean(),
-            lambda m, x: m.log_prob(x),
-            train,
-            test,
-            levels,
-            args,
-            args.lr or config["lr"],
-        ),
-    }
+    results["pyroflows"] = (
+        None
+        if args.peers_only
+        else {
+            **config,
+            **curve(
+                model,
+                lambda m, x: -m.log_prob(x).mean(),
+                lambda m, x: m.log_prob(x),
+                train,
+                test,
+                levels,
+                args,
+                args.lr or config["lr"],
+            ),
+        }
+    )
     if args.peers:
         torch.manual_seed(0)
         peer = normflows_model(tuple(train.shape[1:]))
@@ -137,13 +144,14 @@ def main() -> None:
         results["normflows"] = curve(
             peer,
             lambda m, x: m.forward_kld(x),
-            lambda m, x: m.log_prob(x),
+            lambda m, x: m.log_prob(x, None),  # no class labels
             train,
             test,
             levels,
             args,
             1e-3,
         )
+    results = {name: result for name, result in results.items() if result is not None}
     for name, result in results.items():
         print(
             f"{name:>10}: best {result['best_bits_per_dim']:.4f} bits/dim, "

@@ -260,7 +260,7 @@ if train_mnist is not None:
         train_mnist, test_mnist = train_mnist[:128], test_mnist[:64]
     test_mnist_x = dequantize(test_mnist, 256, seed=1)
     MNIST_RULE = density_defaults(len(train_mnist), 784, image=True, image_flow=True)
-    mnist_steps = 4 if SMOKE else 3000
+    mnist_steps = 4 if SMOKE else 1000
     mnist_model, mnist_row = fit_model(
         MNIST_RULE.flow,
         (1, 28, 28),
