@@ -1,0 +1,165 @@
+r"""The log-determinant estimators and the fixed-point inverse of :class:`Residual` blocks.
+
+Private helpers of :mod:`pyroflows.transforms.residual`; the maths is documented on
+:class:`~pyroflows.transforms.Residual`. Every function takes ``g`` as a callable on batches
+``(N, D) -> (N, D)`` (the context already bound) and works on flattened batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._root import InverseNotConvergedError
+
+__all__: list[str] = []
+
+GFunction = Callable[[Tensor], Tensor]
+
+
+def _probe(like: Tensor, kind: str) -> Tensor:
+    """A Hutchinson probe with :math:`E[v v^T] = I`: standard normal or Rademacher."""
+    if kind == "gaussian":
+        return torch.randn_like(like)
+    return torch.randint_like(like, 0, 2).mul_(2).sub_(1)
+
+
+def _series_weights(n_exact: int, n_extra: int, p: float | None) -> list[float]:
+    r"""Weights :math:`w_k` of the terms :math:`k = 1..n` of the power series.
+
+    :math:`w_k = 1` for :math:`k \le n_{\text{exact}}`, and
+    :math:`1 / P(N \ge k - n_{\text{exact}}) = (1 - p)^{-(k - n_{\text{exact}})}` beyond
+    (Russian roulette with :math:`N \sim \mathrm{Geometric}(p)` on :math:`\{0, 1, \dots\}`).
+    ``p=None``: a plain truncation (all weights 1).
+    """
+    weights = [1.0] * n_exact
+    for m in range(1, n_extra + 1):
+        weights.append(1.0 if p is None else (1.0 - p) ** -m)
+    return weights
+
+
+def series_log_det(
+    g_x: Tensor, x: Tensor, probe: Tensor, weights: list[float], attach_gradient: bool
+) -> Tensor:
+    r"""Weighted power series of :math:`\log\det(I + J_g)` with one Hutchinson probe.
+
+    .. math::
+        \widehat{L} = \sum_{k=1}^{n} \frac{(-1)^{k+1}}{k} w_k\, v^T J^k v, \qquad
+        \nabla \widehat{L} = \nabla\big(u^T J v\big),\quad
+        u^T = \sum_{k=0}^{n-1} (-1)^k w_{k+1}\, v^T J^k \ \text{(held constant)}.
+
+    The :math:`n` vector-Jacobian products :math:`v^T J^k` run without building a graph, so
+    memory does not grow with :math:`n`; the gradient is attached by one differentiable
+    vector-Jacobian product :math:`u^T J` (the Neumann-series gradient, Chen et al. 2019,
+    section 3.2). Over the probe its expectation is the gradient of the (weighted) series:
+    :math:`\nabla \operatorname{tr} J^k = k \operatorname{tr}(J^{k-1} \nabla J)`.
+
+    Args:
+        g_x: :math:`g(x)`, shape ``(N, D)``, with its graph to ``x`` (and the parameters).
+        x: the input, ``(N, D)``, requiring grad.
+        probe: :math:`v`, ``(N, D)``.
+        weights: :math:`w_1, \dots, w_n`.
+        attach_gradient: build the differentiable surrogate (False under ``no_grad``).
+
+    Returns:
+        The estimate, shape ``(N,)``: its value is :math:`\widehat{L}`, its gradient the one
+        above.
+    """
+    row = probe
+    neumann = probe * weights[0]
+    estimate = torch.zeros(probe.shape[:-1], dtype=probe.dtype, device=probe.device)
+    for k, weight in enumerate(weights, start=1):
+        row = torch.autograd.grad(g_x, x, row, retain_graph=True)[0]  # v^T J^k
+        sign = 1.0 if k % 2 == 1 else -1.0
+        estimate = estimate + (sign * weight / k) * (row * probe).sum(-1)
+        if k < len(weights):
+            neumann = neumann + (-sign * weights[k]) * row
+    if not attach_gradient:
+        return estimate
+    surrogate = (torch.autograd.grad(g_x, x, neumann, create_graph=True)[0] * probe).sum(-1)
+    return estimate + (surrogate - surrogate.detach())
+
+
+def roulette_weights(n_exact: int, p: float) -> list[float]:
+    r"""Draw :math:`N \sim \mathrm{Geometric}(p)` (torch's RNG) and return the term weights."""
+    extra = int(torch.empty(()).geometric_(p).item()) - 1  # support {0, 1, ...}
+    return _series_weights(n_exact, extra, p)
+
+
+def exact_log_det(g_single: Callable[[Tensor, Tensor | None], Tensor], x: Tensor, context):
+    r""":math:`\log|\det(I + J_g(x))|` per sample, with the Jacobian from ``torch.func``."""
+    from torch.func import jacrev, vmap
+
+    if context is None:
+        jac = vmap(jacrev(lambda v: g_single(v, None)))(x)
+    else:
+        jac = vmap(jacrev(g_single), in_dims=(0, 0))(x, context)
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+    return torch.linalg.slogdet(eye + jac).logabsdet
+
+
+def fixed_point(
+    g: GFunction, y: Tensor, atol: float, rtol: float, max_iter: int, coeff: float
+) -> tuple[Tensor, Tensor]:
+    r"""Solve :math:`x = y - g(x)` by Banach iteration from :math:`x_0 = y`, per sample.
+
+    A sample stops (its iterate is frozen) once every element satisfies
+    :math:`|x_{k+1} - x_k| \le \text{atol} + \text{rtol}\,|x_{k+1}|`; samples with a non-finite
+    input are left as they are (their output is non-finite). ``g`` is evaluated on the whole
+    batch each iteration, so each sample's result does not depend on the others.
+
+    Returns:
+        The solution ``(N, D)`` and the iterations each sample took ``(N,)`` (on ``y``'s device).
+
+    Raises:
+        InverseNotConvergedError: naming the iterations and the largest remaining step.
+    """
+    x = y
+    done = ~torch.isfinite(y).all(-1)
+    counts = torch.zeros(y.shape[:-1], dtype=torch.long, device=y.device)
+    step = torch.zeros_like(y)
+    for _ in range(max_iter):
+        x_new = y - g(x)
+        step = (x_new - x).abs()
+        converged = (step <= atol + rtol * x_new.abs()).all(-1)
+        active = ~done
+        counts = counts + active.long()
+        x = torch.where(active.unsqueeze(-1), x_new, x)
+        done = done | converged
+        if bool(done.all()):
+            return x, counts
+    left = ~done
+    worst = float((step.amax(-1) * left).max())
+    raise InverseNotConvergedError(
+        f"Residual inverse did not converge: {int(left.sum())} of {left.numel()} samples still "
+        f"moved by up to {worst:.3g} after {max_iter} fixed-point iterations (atol={atol}, "
+        f"rtol={rtol}); the error shrinks like coeff^k = {coeff}^k: raise max_iter or tolerance"
+    )
+
+
+def implicit_gradient_hook(g: GFunction, x_star: Tensor, atol: float, max_iter: int):
+    r"""A gradient hook turning the gradient of :math:`x = y - g(x^*)` into the implicit one.
+
+    With :math:`x^* = y - g(x^*)`, the gradient of a loss through the one differentiable step
+    :math:`x = y - g(x^*)` (``x_star`` constant) must be preconditioned by
+    :math:`(I + J_g)^{-T}`: the hook replaces the incoming :math:`\bar x` by the solution of
+    :math:`a = \bar x - J_g^T a` (fixed-point iteration, contracting like :math:`c^k`).
+    """
+    x0 = x_star.detach()
+
+    def hook(grad: Tensor) -> Tensor:
+        with torch.enable_grad():
+            xr = x0.requires_grad_(True)
+            g_x = g(xr)
+            a = grad
+            for _ in range(max_iter):
+                a_new = grad - torch.autograd.grad(g_x, xr, a, retain_graph=True)[0]
+                close = (a_new - a).abs().max() <= atol * (1 + a_new.abs().max())
+                a = a_new
+                if bool(close):
+                    break
+        return a.detach()
+
+    return hook
