@@ -40,45 +40,100 @@ def _series_weights(n_exact: int, n_extra: int, p: float | None) -> list[float]:
     return weights
 
 
+class MLPJacobian:
+    r"""One pass of an MLP :math:`g`, keeping what its Jacobian products need.
+
+    :math:`g(x) = W_K \phi(\cdots \phi(W_0 [x, c] + b_0) \cdots) + b_K` and
+
+    .. math::
+        J_g = W_K D_{K-1} W_{K-1} \cdots D_0 W_0^{(x)}, \qquad
+        D_i = \operatorname{diag} \phi'(a_i),
+
+    with :math:`a_i` the pre-activations and :math:`W_0^{(x)}` the columns of :math:`W_0` that
+    multiply :math:`x`. :meth:`vjp` (:math:`r^T J`) and :meth:`jvp` (:math:`J v`) are
+    :math:`K + 1` matrix products and :math:`K` element-wise products each, with no autograd
+    engine in between; :meth:`jvp` stays differentiable in :math:`x` and the parameters
+    (through :math:`W_i` and :math:`D_i`), so one ordinary backward gives the gradient of
+    :math:`u^T J v` (no double backward).
+
+    Args:
+        layers: ``(weight, bias)`` of each linear layer, in order.
+        activations: the derivative-aware activation of each hidden layer: a callable
+            ``a -> (phi(a), phi'(a))``.
+        x: input ``(N, D)``.
+        context: ``(N, C)`` or ``None``.
+    """
+
+    def __init__(self, layers, activations, x: Tensor, context: Tensor | None) -> None:
+        self.dim = x.shape[-1]
+        h = x if context is None else torch.cat([x, context], dim=-1)
+        self.weights = [weight for weight, _ in layers]
+        self.slopes: list[Tensor] = []
+        for (weight, bias), activation in zip(layers[:-1], activations, strict=True):
+            h, slope = activation(torch.nn.functional.linear(h, weight, bias))
+            self.slopes.append(slope)
+        weight, bias = layers[-1]
+        self.output = torch.nn.functional.linear(h, weight, bias)
+        self._fixed = [w.detach() for w in self.weights], [d.detach() for d in self.slopes]
+
+    def vjp(self, row: Tensor) -> Tensor:
+        """:math:`r^T J_g`, shape ``(N, D)``, without a graph."""
+        weights, slopes = self._fixed
+        for weight, slope in zip(weights[:0:-1], slopes[::-1], strict=True):
+            row = (row @ weight) * slope
+        return row @ weights[0][:, : self.dim]
+
+    def jvp(self, vector: Tensor) -> Tensor:
+        """:math:`J_g v`, shape ``(N, D)``, differentiable."""
+        out = vector @ self.weights[0][:, : self.dim].T
+        for weight, slope in zip(self.weights[1:], self.slopes, strict=True):
+            out = (out * slope) @ weight.T
+        return out
+
+
 def series_log_det(
-    g_x: Tensor, x: Tensor, probe: Tensor, weights: list[float], attach_gradient: bool
+    jacobian: MLPJacobian, probe: Tensor, weights: list[float], attach_gradient: bool
 ) -> Tensor:
     r"""Weighted power series of :math:`\log\det(I + J_g)` with one Hutchinson probe.
 
     .. math::
         \widehat{L} = \sum_{k=1}^{n} \frac{(-1)^{k+1}}{k} w_k\, v^T J^k v, \qquad
-        \nabla \widehat{L} = \nabla\big(u^T J v\big),\quad
+        \nabla \widehat{L} \approx \nabla\big(u^T J v\big),\quad
         u^T = \sum_{k=0}^{n-1} (-1)^k w_{k+1}\, v^T J^k \ \text{(held constant)}.
 
-    The :math:`n` vector-Jacobian products :math:`v^T J^k` run without building a graph, so
-    memory does not grow with :math:`n`; the gradient is attached by one differentiable
-    vector-Jacobian product :math:`u^T J` (the Neumann-series gradient, Chen et al. 2019,
-    section 3.2). Over the probe its expectation is the gradient of the (weighted) series:
-    :math:`\nabla \operatorname{tr} J^k = k \operatorname{tr}(J^{k-1} \nabla J)`.
+    The products :math:`v^T J^k` (:math:`k < n`) run without a graph, so memory does not grow
+    with :math:`n`; the gradient is attached by the one differentiable product :math:`J v`
+    (the Neumann-series gradient, Chen et al. 2019, section 3.2). Over the probe its
+    expectation is the gradient of the (weighted) series, since
+    :math:`\nabla \operatorname{tr} J^k = k \operatorname{tr}(J^{k-1} \nabla J)`. The last
+    term :math:`v^T J^n v = (v^T J^{n-1})(J v)` reuses that product, so the estimate costs
+    :math:`n - 1` vector-Jacobian products and one Jacobian-vector product.
 
     Args:
-        g_x: :math:`g(x)`, shape ``(N, D)``, with its graph to ``x`` (and the parameters).
-        x: the input, ``(N, D)``, requiring grad.
+        jacobian: the pass of :math:`g` at the inputs.
         probe: :math:`v`, ``(N, D)``.
         weights: :math:`w_1, \dots, w_n`.
-        attach_gradient: build the differentiable surrogate (False under ``no_grad``).
+        attach_gradient: make the result differentiable (False under ``no_grad``).
 
     Returns:
         The estimate, shape ``(N,)``: its value is :math:`\widehat{L}`, its gradient the one
         above.
     """
-    row = probe
-    neumann = probe * weights[0]
-    estimate = torch.zeros(probe.shape[:-1], dtype=probe.dtype, device=probe.device)
-    for k, weight in enumerate(weights, start=1):
-        row = torch.autograd.grad(g_x, x, row, retain_graph=True)[0]  # v^T J^k
-        sign = 1.0 if k % 2 == 1 else -1.0
-        estimate = estimate + (sign * weight / k) * (row * probe).sum(-1)
-        if k < len(weights):
-            neumann = neumann + (-sign * weights[k]) * row
+    with torch.no_grad():
+        rows = [probe]  # v^T J^k, k = 0 .. n - 1
+        for _ in range(len(weights) - 1):
+            rows.append(jacobian.vjp(rows[-1]))
+        neumann = sum((-1) ** k * weights[k] * row for k, row in enumerate(rows))
+    j_v = jacobian.jvp(probe)
+    with torch.no_grad():
+        fixed = j_v.detach()
+        estimate = sum(
+            (-1) ** (k + 1) * weight / k * (rows[k - 1] * fixed).sum(-1)
+            for k, weight in enumerate(weights, start=1)
+        )
     if not attach_gradient:
         return estimate
-    surrogate = (torch.autograd.grad(g_x, x, neumann, create_graph=True)[0] * probe).sum(-1)
+    surrogate = (neumann * j_v).sum(-1)
     return estimate + (surrogate - surrogate.detach())
 
 
