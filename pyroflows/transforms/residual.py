@@ -65,6 +65,8 @@ def _refresh_spectral_norm(layer: SpectralNormLinear) -> None:
         layer.v.copy_(F.normalize(v, dim=0))
         return
     layer.power_iteration(layer.n_power_iterations)
+    if torch.compiler.is_compiling():
+        return  # the convergence check reads host values: compiled code takes the fixed steps
     sigma = float(torch.dot(layer.u, weight @ layer.v))
     for _ in range(_POWER_MAX):
         layer.power_iteration(1)
@@ -279,6 +281,12 @@ class Residual(FlowModule):
     def _refresh(self) -> None:
         """Advance the power iterations if training and the weights changed since the last."""
         if not self.training:
+            return
+        if torch.compiler.is_compiling():
+            # version counters are no values a graph can guard on: a compiled pass refreshes
+            # every time (the same vectors at the same weights, so the same map)
+            for layer in self._spectral_layers():
+                _refresh_spectral_norm(layer)
             return
         stamp = self._current_stamp()
         if stamp != self._stamp:
