@@ -36,7 +36,6 @@ _Network = Callable[[Tensor, Tensor | None], Tensor]
 _Slope = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
-@torch.no_grad()
 def _refresh_spectral_norm(layer: SpectralNormLinear) -> None:
     """Set the layer's vectors ``u, v`` to its weight's top singular pair.
 
@@ -54,15 +53,17 @@ def _refresh_spectral_norm(layer: SpectralNormLinear) -> None:
     if weight.device.type == "meta":
         return
     if min(weight.shape) <= _EXACT_MAX:
-        # top eigenvector of the Gram matrix of the short side (about half an SVD's cost)
+        # top eigenvector (unit) of the Gram matrix of the short side: half an SVD's cost
         if weight.shape[0] >= weight.shape[1]:
-            v = torch.linalg.eigh(weight.T @ weight).eigenvectors[:, -1]
+            v = torch.linalg.eigh(weight.T @ weight)[1][:, -1]
             u = weight @ v
+            layer.u.copy_(u.div_(u.norm().clamp_min(1e-30)))
+            layer.v.copy_(v)
         else:
-            u = torch.linalg.eigh(weight @ weight.T).eigenvectors[:, -1]
+            u = torch.linalg.eigh(weight @ weight.T)[1][:, -1]
             v = weight.T @ u
-        layer.u.copy_(F.normalize(u, dim=0))
-        layer.v.copy_(F.normalize(v, dim=0))
+            layer.v.copy_(v.div_(v.norm().clamp_min(1e-30)))
+            layer.u.copy_(u)
         return
     layer.power_iteration(layer.n_power_iterations)
     if torch.compiler.is_compiling():
@@ -289,16 +290,14 @@ class Residual(FlowModule):
         """Advance the power iterations if training and the weights changed since the last."""
         if not self.training:
             return
-        if torch.compiler.is_compiling():
-            # version counters are no values a graph can guard on: a compiled pass refreshes
-            # every time (the same vectors at the same weights, so the same map)
-            for layer in self._spectral_layers():
-                _refresh_spectral_norm(layer)
-            return
-        stamp = self._current_stamp()
-        if stamp != self._stamp:
-            for layer in self._spectral_layers():
-                _refresh_spectral_norm(layer)
+        compiling = torch.compiler.is_compiling()
+        # version counters are no values a graph can guard on: a compiled pass refreshes
+        # every time (the same vectors at the same weights, so the same map)
+        stamp = None if compiling else self._current_stamp()
+        if compiling or stamp != self._stamp:
+            with torch.no_grad():
+                for layer in self._spectral_layers():
+                    _refresh_spectral_norm(layer)
             self._stamp = stamp
 
     def __getstate__(self) -> dict[str, Any]:
