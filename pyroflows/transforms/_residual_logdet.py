@@ -1,8 +1,8 @@
-r"""The log-determinant estimators and the fixed-point inverse of :class:`Residual` blocks.
+r"""The numerics of :class:`Residual` blocks: spectral refresh, log-dets, fixed-point inverse.
 
 Private helpers of :mod:`pyroflows.transforms.residual`; the maths is documented on
-:class:`~pyroflows.transforms.Residual`. Every function takes ``g`` as a callable on batches
-``(N, D) -> (N, D)`` (the context already bound) and works on flattened batches.
+:class:`~pyroflows.transforms.Residual`. Functions take ``g`` as a callable on batches
+``(N, D) -> (N, D)`` (the context already bound) and work on flattened batches.
 """
 
 from __future__ import annotations
@@ -10,13 +10,93 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
+from ..nn import LipSwish
+from ..nn.lipschitz import SpectralNormLinear
 from ._root import InverseNotConvergedError
 
 __all__: list[str] = []
 
 GFunction = Callable[[Tensor], Tensor]
+Slope = Callable[[Tensor], tuple[Tensor, Tensor]]
+_EXACT_MAX, _POWER_RTOL, _POWER_MAX = 128, 1e-6, 500
+
+
+def refresh_spectral_norm(layer: SpectralNormLinear) -> None:
+    """Set the layer's vectors ``u, v`` to its weight's top singular pair.
+
+    The layer's estimate of its spectral norm is then exact: by one eigensolve for layers up to
+    ``_EXACT_MAX`` wide on their short side, else by power steps until the estimate changes by
+    less than ``_POWER_RTOL`` (at most ``_POWER_MAX`` steps).
+
+    One power step per update (the layer's own refresh) lags a moving weight whenever the top
+    two singular values are close (measured on 2-D data, 4 blocks of [32, 32], ``coeff=0.9``,
+    200 Adam steps at lr 1e-2: per-layer estimates up to 11% low and block bounds up to 1.15,
+    i.e. non-invertible; five steps per update still gave 1.002 to 1.05); the eigenvector of a
+    64 x 64 Gram matrix costs about 0.15 ms on one core, once per update.
+    """
+    weight = layer.weight.detach()
+    if weight.device.type == "meta":
+        return
+    if min(weight.shape) <= _EXACT_MAX:
+        # top eigenvector (unit) of the Gram matrix of the short side: half an SVD's cost
+        if weight.shape[0] >= weight.shape[1]:
+            v = torch.linalg.eigh(weight.T @ weight)[1][:, -1]
+            u = weight @ v
+            layer.u.copy_(u.div_(u.norm().clamp_min(1e-30)))
+            layer.v.copy_(v)
+        else:
+            u = torch.linalg.eigh(weight @ weight.T)[1][:, -1]
+            v = weight.T @ u
+            layer.v.copy_(v.div_(v.norm().clamp_min(1e-30)))
+            layer.u.copy_(u)
+        return
+    layer.power_iteration(layer.n_power_iterations)
+    if torch.compiler.is_compiling():
+        return  # the convergence check reads host values: compiled code takes the fixed steps
+    sigma = float(torch.dot(layer.u, weight @ layer.v))
+    for _ in range(_POWER_MAX):
+        layer.power_iteration(1)
+        new = float(torch.dot(layer.u, weight @ layer.v))
+        if abs(new - sigma) <= _POWER_RTOL * abs(new):
+            return
+        sigma = new
+
+
+def with_slope(module: nn.Module) -> Slope:
+    """The activation ``module`` as ``a -> (phi(a), phi'(a))``.
+
+    Covers the 1-Lipschitz activations of :class:`~pyroflows.nn.LipschitzMLP`.
+    """
+    if isinstance(module, LipSwish):
+        beta = F.softplus(module.rho)
+
+        def lipswish(a: Tensor) -> tuple[Tensor, Tensor]:
+            s = torch.sigmoid(beta * a)
+            out = a * s / 1.1  # slope (s + beta a s (1 - s)) / 1.1:
+            return out, torch.addcmul(s / 1.1, beta * out, 1 - s)
+
+        return lipswish
+    if isinstance(module, nn.ELU):
+        alpha = module.alpha
+
+        def elu(a: Tensor) -> tuple[Tensor, Tensor]:
+            out = F.elu(a, alpha)
+            return out, torch.where(a > 0, torch.ones_like(a), out + alpha)
+
+        return elu
+    if isinstance(module, nn.Tanh):
+
+        def tanh(a: Tensor) -> tuple[Tensor, Tensor]:
+            out = torch.tanh(a)
+            return out, 1 - out * out
+
+        return tanh
+    if isinstance(module, nn.ReLU):
+        return lambda a: (F.relu(a), (a > 0).to(a.dtype))
+    raise TypeError(f"no derivative known for the activation {type(module).__name__}")
 
 
 def _probe(like: Tensor, kind: str) -> Tensor:
