@@ -275,3 +275,49 @@ def test_lipschitz_bounds_hold_after_maximum_likelihood_training(builder):
     raw = max(float(torch.linalg.matrix_norm(m.weight.detach(), ord=2)) for m in flow.modules()
               if isinstance(m, SpectralNormLinear))  # fmt: skip
     assert raw > coeff  # the constraint was active, not vacuous
+
+
+@pytest.mark.parametrize("activation", ["lipswish", "elu", "tanh", "relu"])
+def test_explicit_jacobian_products_match_autograd(activation):
+    from pyroflows.transforms import _residual_logdet as ld
+
+    torch.manual_seed(0)
+    block = Residual(3, [8, 8], 0.9, activation=activation, context_dim=2).double()
+    with torch.no_grad():
+        for parameter in block.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    x, context = torch.randn(4, 3, dtype=F64), torch.randn(4, 2, dtype=F64)
+    layers, activations = block._layers()
+    jacobian = ld.MLPJacobian(layers, activations, x, context)
+    g = block._network()
+    torch.testing.assert_close(jacobian.output, g(x, context))
+    expected = torch.func.vmap(torch.func.jacrev(g))(x, context)  # (N, D, D)
+    eye = torch.eye(3, dtype=F64)
+    columns = torch.stack([jacobian.jvp(eye[i].expand(4, 3)) for i in range(3)], -1)
+    rows = torch.stack([jacobian.vjp(eye[i].expand(4, 3)) for i in range(3)], -2)
+    torch.testing.assert_close(columns, expected)
+    torch.testing.assert_close(rows, expected.detach())
+
+
+def test_memory_saving_backward_saves_the_same_whatever_the_number_of_terms():
+    block = Residual(2, [32, 32], 0.9, log_det="series")
+    x = torch.randn(64, 2)
+
+    def saved_bytes(n_terms):
+        block.n_terms = n_terms
+        storages = {}
+
+        def pack(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            block.forward_and_log_det(x)
+        return sum(storages.values())
+
+    assert saved_bytes(2) == saved_bytes(16) > 0
+
+
+def test_set_log_det_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="log_det must be one of"):
+        set_log_det(residual(2, [4], num_layers=1), "roulette")
