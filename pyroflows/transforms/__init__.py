@@ -78,6 +78,7 @@ from .pyro_compat import (
 )
 from .radial import Radial
 from .registry import REGISTRY, FlowSpec, build, register, spec_of
+from .residual import Residual, iresnet, residual, set_log_det
 from .stacks import autoregressive_stack, coupling_stack, iaf, maf, naf, nice, nsf, realnvp
 from .transformers import (
     Additive,
@@ -131,6 +132,7 @@ __all__ = [
     "QRLinear",
     "Radial",
     "RationalQuadraticSpline",
+    "Residual",
     "RootFinder",
     "Spline",
     "SplineAutoregressive",
@@ -154,6 +156,7 @@ __all__ = [
     "glow",
     "householder",
     "iaf",
+    "iresnet",
     "iterated",
     "leaky_relu",
     "maf",
@@ -168,6 +171,8 @@ __all__ = [
     "realnvp",
     "realnvp_image",
     "register",
+    "residual",
+    "set_log_det",
     "spec_of",
     "spline",
     "spline_autoregressive",

@@ -44,6 +44,7 @@ from .multiscale import MultiScale
 from .planar import Planar
 from .preprocessing import FixedAffine, LogitTransform
 from .radial import Radial
+from .residual import Residual, iresnet, residual
 from .stacks import iaf, maf, naf, nice, nsf, realnvp
 from .transformers import Additive, DeepSigmoid
 
@@ -65,8 +66,12 @@ class FlowSpec:
         reference: the paper, with its arXiv number.
         classes: the transform classes this entry builds (checked for registry completeness).
         inverse: ``"analytic"`` (default), ``"numerical"`` or ``"none"``.
-        log_det: ``"exact"`` (default) or ``"unbiased"`` (a stochastic estimate, tested
-            statistically).
+        log_det: ``"exact"`` (default); ``"unbiased"``, a stochastic estimate whose mean is
+            the log-det (Russian roulette, Residual Flows); or ``"biased"``, a stochastic
+            estimate with a bias that shrinks with its number of terms (a truncated power
+            series, i-ResNet). The conformance suite checks both kinds against autograd with
+            their estimator switched to the exact one (``set_log_det(flow, "exact")``), and
+            ``tests/transforms/test_residual.py`` checks the estimators statistically.
         conditional: whether ``context_dim > 0`` is supported (default ``True``).
         fast_direction: ``"forward"``, ``"inverse"`` or ``"both"`` (default).
         event_dims: the event ranks the flow accepts: ``(1,)`` for vectors only (default);
@@ -92,7 +97,7 @@ class FlowSpec:
     reference: str
     classes: tuple[type, ...]
     inverse: Literal["analytic", "numerical", "none"] = "analytic"
-    log_det: Literal["exact", "unbiased"] = "exact"
+    log_det: Literal["exact", "unbiased", "biased"] = "exact"
     conditional: bool = True
     fast_direction: Literal["forward", "inverse", "both"] = "both"
     event_dims: tuple[int, ...] = (1,)
@@ -249,6 +254,8 @@ _REVIEW = (
     "Papamakarios et al. 2021, Normalizing Flows for Probabilistic Modeling and Inference, "
     "arXiv:1912.02762"
 )
+_RESFLOW = "Chen et al. 2019, Residual Flows for Invertible Generative Modeling, arXiv:1906.02735"
+_IRESNET = "Behrmann et al. 2019, Invertible Residual Networks, arXiv:1811.00995"
 _IMAGES = (1, 3)  # vectors, and (C, H, W) images
 _IMAGES_ONLY = (3,)  # (C, H, W) images only
 
@@ -345,6 +352,19 @@ for _spec in (
     FlowSpec("naf", naf, "autoregressive", "O(L D^2 K H), sequential sampling with root-finds",
              "O(L D K H), parallel density", _NAF, (FlowSequence,), inverse="numerical",
              fast_direction="inverse"),
+    # -- residual: y = x + g(x) with Lip(g) < 1, numerical inverse, estimated log-det ------
+    FlowSpec("residual", residual, "residual",
+             "O(L H^2) for the map, plus n_exact + (1 - p) / p (default 3 expected) "
+             "vector-Jacobian products of g per block for the log-det",
+             "O(L H^2) per fixed-point iteration (error shrinks like coeff^k)", _RESFLOW,
+             (FlowSequence, Residual), inverse="numerical", log_det="unbiased",
+             fast_direction="forward"),
+    FlowSpec("iresnet", iresnet, "residual",
+             "O(L H^2) for the map, plus n_terms (default 5) vector-Jacobian products of g "
+             "per block for the log-det",
+             "O(L H^2) per fixed-point iteration (error shrinks like coeff^k)", _IRESNET,
+             (FlowSequence, Residual), inverse="numerical", log_det="biased",
+             fast_direction="forward"),
     # -- preprocessing: fixed maps, the data side of a model's chain ----------------------
     FlowSpec("fixed_affine", FixedAffine, "preprocessing", "O(D)", "O(D)", _MAF,
              (FixedAffine,), conditional=False, event_dims=_IMAGES, fixed=True),

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Transform, biject_to, constraints
 
-from pyroflows.transforms import REGISTRY
+from pyroflows.nn.lipschitz import SpectralNormLinear
+from pyroflows.transforms import REGISTRY, set_log_det
 
 CONTEXT_DIM = 2
 VECTOR = (3,)
@@ -156,6 +157,16 @@ def _small_multiscale_options(shape, dtype):
     return {"levels": 2, "hidden_channels": 8, "num_blocks": 1}
 
 
+def _residual_options(shape, dtype):
+    # Small stacks (3 blocks of a [16, 16] g) keep the exact log-det cheap; the fixed-point
+    # inverse is run to the suite's round-trip tolerances (float64 1e-10, float32 1e-4), far
+    # below its defaults (rtol 1e-5), which a user tunes the same way.
+    tight = (
+        {"atol": 1e-13, "rtol": 1e-13} if dtype == torch.float64 else {"atol": 1e-6, "rtol": 1e-6}
+    )
+    return {"hidden_dims": [16, 16], "num_layers": 3, "max_iter": 1000, **tight}
+
+
 # Builder options: of fixed maps, whose tensors are buffers that make_flow does not perturb
 # (without these the affine map would be the identity); of the multi-scale stacks, small
 # enough for the autograd Jacobians (2 levels, 2 Glow steps per level, 8 hidden channels).
@@ -165,6 +176,8 @@ BUILD_OPTIONS = {
     # without ActNorms: ten of them on one path, each log-scale moved by N(0, 0.25) (fan 1),
     # reach condition numbers of 1e8 and float32 round trips off by 1 (ActNorm is tested on
     # its own, and inside realnvp_image in tests/transforms/test_multiscale.py)
+    "residual": _residual_options,
+    "iresnet": _residual_options,
     "realnvp_image": lambda shape, dtype: {
         **_small_multiscale_options(shape, dtype),
         "actnorm": False,
@@ -202,6 +215,15 @@ def tolerance(case: Case, dtype: torch.dtype) -> float:
     return TOLERANCE_FLOAT32.get(case.name, (1e-4, ""))[0]
 
 
+# Flows whose log-det is a stochastic estimate (registry log_det "unbiased" or "biased"):
+# make_flow switches them to their exact log-det (set_log_det(flow, "exact")) unless a check
+# asks for the estimator. Checks that compare log-det values (against autograd, cached against
+# recomputed, copies, NaN isolation, normalisation) need the exact one; the others (round
+# trips, shapes, dtypes, gradients, state_dict, meta, far inputs) run with the estimator.
+# The estimators are checked statistically in tests/transforms/test_residual.py.
+ESTIMATED_LOG_DET = ("unbiased", "biased")
+
+
 # Where the suite runs: ``--device`` (tests/transforms/conftest.py sets it). Flows are built,
 # warmed up and perturbed on the CPU (the same seeded flow on every device), then moved here.
 DEVICE = torch.device("cpu")
@@ -213,9 +235,15 @@ def make_flow(
     dtype: torch.dtype = torch.float64,
     seed: int = 0,
     scale: float = 0.5,
+    estimator: bool = False,
 ):
     """Build the case's flow, pass one batch through it (data-dependent init), then perturb
-    every parameter so that no check passes only because a flow starts as the identity."""
+    every parameter so that no check passes only because a flow starts as the identity.
+
+    A flow with an estimated log-det keeps its estimator only with ``estimator=True`` (see
+    ``ESTIMATED_LOG_DET``); spectrally normalised layers get their power iterations converged
+    after the perturbation moved their weights (as training would, one step per update), so
+    that their Lipschitz bounds hold and the fixed-point inverses contract."""
     shape = case.event_shape if shape is None else shape
     torch.manual_seed(seed)
     event = shape[0] if len(shape) == 1 else shape
@@ -233,6 +261,11 @@ def make_flow(
             if id(param) in conv_weights:
                 fan = param[0].numel()
             param.add_(scale / math.sqrt(fan) * torch.randn_like(param))
+        for module in flow.modules():
+            if isinstance(module, SpectralNormLinear):
+                module.power_iteration(1000)
+    if case.spec.log_det in ESTIMATED_LOG_DET and not estimator:
+        set_log_det(flow, "exact")
     flow = flow.to(DEVICE)
     flow.clear_cache()
     return flow

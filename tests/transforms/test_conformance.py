@@ -47,8 +47,9 @@ CONDITIONAL_CASES = [case for case in CASES if case.conditional]
 cases = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 
 
-def _flow_and_transform(case, batch_shape=(5,), dtype=torch.float64):
-    flow = make_flow(case, dtype=dtype)
+def _flow_and_transform(case, batch_shape=(5,), dtype=torch.float64, estimator=False):
+    # estimator=True: a flow with an estimated log-det keeps it (cases.ESTIMATED_LOG_DET)
+    flow = make_flow(case, dtype=dtype, estimator=estimator)
     context = make_context(case, batch_shape, dtype)
     return flow, context, as_transform(flow, context)
 
@@ -63,7 +64,7 @@ def _standard_normal(shape, dtype=torch.float64):
 @cases
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_round_trip_both_ways(case, dtype):
-    _, _, t = _flow_and_transform(case, dtype=dtype)
+    _, _, t = _flow_and_transform(case, dtype=dtype, estimator=True)
     tol = tolerance(case, dtype)
     x = make_input((5,), case.event_shape, dtype, constraint=t.domain)
     y = t(x)
@@ -165,7 +166,7 @@ def test_cache_size_zero_gives_the_same_results(case):
 @cases
 @pytest.mark.parametrize("batch_shape", [(), (5,), (3, 4)], ids=["scalar", "5", "3x4"])
 def test_batch_shapes(case, batch_shape):
-    _, _, t = _flow_and_transform(case, batch_shape=batch_shape)
+    _, _, t = _flow_and_transform(case, batch_shape=batch_shape, estimator=True)
     x = make_input(batch_shape, case.event_shape, constraint=t.domain)
     y = t(x)
     assert y.shape == x.shape
@@ -177,7 +178,7 @@ def test_batch_shapes(case, batch_shape):
 
 @pytest.mark.parametrize("case", CONDITIONAL_CASES, ids=lambda case: case.id)
 def test_context_batch_broadcasts_against_sample_batch(case):
-    _, _, t = _flow_and_transform(case, batch_shape=(4,))
+    _, _, t = _flow_and_transform(case, batch_shape=(4,), estimator=True)
     x = make_input((3, 4), case.event_shape, constraint=t.domain)
     y = t(x)
     assert t.log_abs_det_jacobian(x, y).shape == (3, 4)
@@ -187,7 +188,7 @@ def test_context_batch_broadcasts_against_sample_batch(case):
 @cases
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_dtype_is_preserved(case, dtype):
-    _, _, t = _flow_and_transform(case, dtype=dtype)
+    _, _, t = _flow_and_transform(case, dtype=dtype, estimator=True)
     x = make_input((5,), case.event_shape, dtype, constraint=t.domain)
     y = t(x)
     assert y.dtype == dtype
@@ -198,7 +199,7 @@ def test_dtype_is_preserved(case, dtype):
 # -- gradients ---------------------------------------------------------------------------------
 @cases
 def test_gradients_reach_every_parameter(case):
-    flow, _, t = _flow_and_transform(case)
+    flow, _, t = _flow_and_transform(case, estimator=True)
     params = dict(flow.named_parameters())
     if not params:
         fixed = case.spec.fixed or isinstance(flow, transforms.Permutation)
@@ -217,7 +218,7 @@ def test_gradients_reach_every_parameter(case):
 # -- persistence -------------------------------------------------------------------------------
 @cases
 def test_state_dict_round_trip(case):
-    flow, context, t = _flow_and_transform(case)
+    flow, context, t = _flow_and_transform(case, estimator=True)
     x = make_input((5,), case.event_shape, constraint=t.domain)
     buffer = io.BytesIO()
     torch.save(flow.state_dict(), buffer)
@@ -254,7 +255,7 @@ def test_copies_after_a_forward_pass(case, method):
 # -- bad input ---------------------------------------------------------------------------------
 @cases
 def test_wrong_event_size_raises(case):
-    _, _, t = _flow_and_transform(case)
+    _, _, t = _flow_and_transform(case, estimator=True)
     shape = case.event_shape
     bad_shape = (*shape[:-1], shape[-1] + 1)
     bad = make_input((5,), bad_shape)
@@ -268,7 +269,7 @@ def test_wrong_event_size_raises(case):
 
 @cases
 def test_context_errors(case):
-    flow = make_flow(case)
+    flow = make_flow(case, estimator=True)
     x = make_input((5,), case.event_shape, constraint=flow.domain)
     if not case.conditional:
         assert flow.condition(torch.randn(5, 7)) is flow  # constant under conditioning
@@ -355,7 +356,7 @@ def test_density_integrates_to_one_on_a_grid(case):
 @cases
 def test_runs_on_the_meta_device(case):
     """On ``meta``, a tensor created on the CPU by mistake makes the op fail."""
-    flow = make_flow(case).to("meta")
+    flow = make_flow(case, estimator=True).to("meta")
     context = make_context(case, (5,))
     context = None if context is None else context.to("meta")
     t = as_transform(flow, context)
@@ -417,7 +418,7 @@ FAR_CASES = [
 )
 @example(values=[450.0, 0.0, 0.0])  # found by hypothesis (spline_autoregressive|ctx, CI)
 def test_round_trip_far_from_the_origin(case, values):
-    flow = make_flow(case)
+    flow = make_flow(case, estimator=True)
     context = make_context(case, ())
     t = as_transform(flow, context)
     # three values, repeated over the elements of an image-shaped event
@@ -473,7 +474,7 @@ def test_registry_metadata_is_well_formed():
     for name, spec in REGISTRY.items():
         assert spec.name == name
         assert spec.inverse in ("analytic", "numerical", "none")
-        assert spec.log_det in ("exact", "unbiased")
+        assert spec.log_det in ("exact", "unbiased", "biased")
         assert spec.fast_direction in ("forward", "inverse", "both")
         # vectors (1), images (3), or both; image-only flows run every image case
         assert spec.event_dims and set(spec.event_dims) <= {1, 3}
