@@ -25,6 +25,7 @@ from ._base import (
 )
 from .autoregressive import Autoregressive
 from .compose import FlowSequence
+from .continuous import ContinuousFlow, SolverError, auxiliary_loss
 from .convolution import InvertibleConv1x1
 from .coupling import Coupling, coupling_mask
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
@@ -103,6 +104,7 @@ __all__ = [
     "ConditionalAffineCoupling",
     "ConditionalSplineAutoregressive",
     "ConditionedFlow",
+    "ContinuousFlow",
     "ConvCoupling",
     "Coupling",
     "DeepSigmoid",
@@ -132,6 +134,7 @@ __all__ = [
     "Radial",
     "RationalQuadraticSpline",
     "RootFinder",
+    "SolverError",
     "Spline",
     "SplineAutoregressive",
     "SplineTails",
@@ -140,6 +143,7 @@ __all__ = [
     "affine_autoregressive",
     "affine_coupling",
     "autoregressive_stack",
+    "auxiliary_loss",
     "build",
     "conditional_affine_autoregressive",
     "conditional_affine_coupling",

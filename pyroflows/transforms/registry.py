@@ -18,6 +18,7 @@ from torch.distributions import Transform
 
 from .autoregressive import Autoregressive
 from .compose import FlowSequence
+from .continuous import ContinuousFlow
 from .convolution import InvertibleConv1x1
 from .coupling import Coupling
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
@@ -345,6 +346,13 @@ for _spec in (
     FlowSpec("naf", naf, "autoregressive", "O(L D^2 K H), sequential sampling with root-finds",
              "O(L D K H), parallel density", _NAF, (FlowSequence,), inverse="numerical",
              fast_direction="inverse"),
+    # -- continuous: an ODE solved by torchdiffeq (the optional extra "ode") ----------------
+    # log_det "unbiased": the default Hutchinson trace; trace="exact" gives the exact one
+    FlowSpec("ffjord", ContinuousFlow, "continuous",
+             "O(NFE H^2) Hutchinson, O(NFE D H^2) exact trace; NFE set by rtol/atol",
+             "O(NFE H^2), the ODE solved backwards (numerical, to the solver's tolerance)",
+             "Grathwohl et al. 2019, FFJORD, arXiv:1810.01367", (ContinuousFlow,),
+             inverse="numerical", log_det="unbiased"),
     # -- preprocessing: fixed maps, the data side of a model's chain ----------------------
     FlowSpec("fixed_affine", FixedAffine, "preprocessing", "O(D)", "O(D)", _MAF,
              (FixedAffine,), conditional=False, event_dims=_IMAGES, fixed=True),
