@@ -48,7 +48,7 @@ def _torchdiffeq() -> ModuleType:
     """The ``torchdiffeq`` module, imported on first use, or a clear ImportError."""
     try:
         import torchdiffeq
-    except ImportError as error:  # pragma: no cover - exercised only without the extra
+    except ImportError as error:
         raise ImportError(
             "the continuous flows need torchdiffeq: pip install 'pyroflows[ode]'"
         ) from error
@@ -141,7 +141,9 @@ class _RightHandSide:
 
     def _hutchinson(self, t: Tensor, z: Tensor, create_graph: bool) -> tuple[Tensor, ...]:
         """``f``, ``e^T (df/dz) e`` and ``|e^T df/dz|^2`` from one vector-Jacobian product."""
-        if not z.requires_grad:
+        if not (create_graph and z.requires_grad):
+            # no outer graph wanted, or none to join: differentiate at a fresh leaf (a view
+            # made under no_grad of a tensor that requires grad is no node of this graph)
             z = z.detach().requires_grad_()
         f = self.dynamics(t, z, self.context)
         (vjp,) = torch.autograd.grad(f, z, self.probe, create_graph=create_graph)
