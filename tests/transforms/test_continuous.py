@@ -274,3 +274,24 @@ def test_torchdiffeq_is_imported_lazily_with_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchdiffeq", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install 'pyroflows\[ode\]'"):
         ContinuousFlow(2, [4])(torch.zeros(1, 2))
+
+
+def test_fit_adds_the_penalty_to_the_loss():
+    from pyroflows.distributions import Flow
+    from pyroflows.train import fit
+
+    data = _inputs((64, 2), seed=7).float()
+    energies = []
+    for weight in (0.0, 100.0):
+        torch.manual_seed(0)
+        model = Flow.build("ffjord", 2, hidden_dims=[8], trace="exact", kinetic_energy=weight)
+        perturbed(model, 0.3)  # off the identity start, where the penalty has no gradient
+        fit(
+            model, data, epochs=1, batch_size=64, lr=0.05, max_steps=3, progress=False, device="cpu"
+        )
+        (flow,) = [m for m in model.modules() if isinstance(m, ContinuousFlow)]
+        flow.kinetic_energy = 1.0
+        flow(data)
+        energies.append(float(flow.auxiliary_loss().detach()))
+    # the penalised fit moved its parameters down the kinetic energy
+    assert energies[1] < 0.9 * energies[0], energies
