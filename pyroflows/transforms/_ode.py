@@ -20,6 +20,7 @@ __all__ = ["SolverError"]
 # Solvers of torchdiffeq by kind: adaptive ones take rtol/atol and max_num_steps, fixed-grid
 # ones a step_size.
 _ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+_ROWS_MAX_DIM = 4  # exact traces up to this D by D vector-Jacobian products (see _exact)
 _FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 
 
@@ -115,7 +116,7 @@ class _RightHandSide:
         create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             if self.probe is None:
-                f, trace, frob = self._exact(t, z)
+                f, trace, frob = self._exact(t, z, create_graph)
             else:
                 f, trace, frob = self._hutchinson(t, z, create_graph)
         out = [f, trace]
@@ -127,8 +128,27 @@ class _RightHandSide:
             out = [value.detach() for value in out]
         return tuple(out)
 
-    def _exact(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``f`` and its full Jacobian per sample, by ``vmap(jacrev)`` (one pass for all D)."""
+    def _exact(self, t: Tensor, z: Tensor, create_graph: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """``f``, the trace and squared Frobenius norm of its Jacobian, exactly.
+
+        For ``D <= _ROWS_MAX_DIM`` by ``D`` vector-Jacobian products (one row each); above, by
+        ``vmap(jacrev)``, one vectorised pass for all ``D`` rows. On a [64, 64, 64] network,
+        batch 256, one thread, a step with its backward: 6.0 ms (rows) vs 10.3 ms (jacrev) at
+        D = 2, 19.6 vs 16.3 ms at D = 8, 64 vs 67 ms at D = 32 (jacfwd: slower throughout).
+        """
+        dim = z.shape[-1]
+        if dim <= _ROWS_MAX_DIM:
+            z = self._leaf(z, create_graph)
+            f = self.dynamics(t, z, self.context)
+            trace = frob = f.new_zeros(f.shape[:-1])
+            for d in range(dim):
+                keep = create_graph or d < dim - 1
+                (row,) = torch.autograd.grad(
+                    f[:, d].sum(), z, retain_graph=keep, create_graph=create_graph
+                )
+                trace = trace + row[:, d]
+                frob = frob + row.pow(2).sum(-1)
+            return f, trace, frob
         dynamics = self.dynamics
 
         def single(zi: Tensor, ci: Tensor) -> tuple[Tensor, Tensor]:
@@ -139,12 +159,18 @@ class _RightHandSide:
         trace = jacobian.diagonal(dim1=-2, dim2=-1).sum(-1)
         return f, trace, jacobian.pow(2).sum((-2, -1))
 
+    @staticmethod
+    def _leaf(z: Tensor, create_graph: bool) -> Tensor:
+        """``z``, or a fresh leaf of its values when no outer graph is wanted or none to join.
+
+        A view made under ``no_grad`` of a tensor that requires grad (the adjoint's forward
+        solve) is no node of the graph built here.
+        """
+        return z if create_graph and z.requires_grad else z.detach().requires_grad_()
+
     def _hutchinson(self, t: Tensor, z: Tensor, create_graph: bool) -> tuple[Tensor, ...]:
         """``f``, ``e^T (df/dz) e`` and ``|e^T df/dz|^2`` from one vector-Jacobian product."""
-        if not (create_graph and z.requires_grad):
-            # no outer graph wanted, or none to join: differentiate at a fresh leaf (a view
-            # made under no_grad of a tensor that requires grad is no node of this graph)
-            z = z.detach().requires_grad_()
+        z = self._leaf(z, create_graph)
         f = self.dynamics(t, z, self.context)
         (vjp,) = torch.autograd.grad(f, z, self.probe, create_graph=create_graph)
         return f, (vjp * self.probe).sum(-1), vjp.pow(2).sum(-1)

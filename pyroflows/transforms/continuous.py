@@ -41,8 +41,9 @@ class ContinuousFlow(FlowModule):
 
     The **inverse** integrates the same ODE backwards, from :math:`z(T) = y` to :math:`t = 0`
     (numerical: exact up to the solver's tolerance). **Traces**: ``trace="exact"`` forms the
-    full :math:`D \times D` Jacobian per sample (``torch.func.vmap(jacrev)``, one vectorised
-    pass, for small :math:`D`); ``trace="hutchinson"`` (default) uses
+    full :math:`D \times D` Jacobian per sample (:math:`D` vector-Jacobian products for
+    :math:`D \le 4`, faster there; ``torch.func.vmap(jacrev)``, one vectorised pass, above);
+    ``trace="hutchinson"`` (default) uses
     :math:`\operatorname{tr} A = \mathbb{E}[e^T A e]` with a probe :math:`e` (``"rademacher"``
     or ``"gaussian"``) drawn once per solve and fixed during it, :math:`e^T A` by one
     vector-Jacobian product: an unbiased log-det, so log-densities and ELBOs are unbiased too.

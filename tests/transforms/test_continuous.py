@@ -45,6 +45,17 @@ def test_exact_log_det_matches_the_autograd_jacobian_of_the_solved_map():
     torch.testing.assert_close(x_back, x, rtol=0, atol=1e3 * TIGHT)
 
 
+def test_exact_log_det_by_jacrev_above_four_dimensions():
+    torch.manual_seed(0)
+    flow = perturbed(ContinuousFlow(5, [16], trace="exact", rtol=1e-9, atol=1e-9), 0.3).double()
+    x = _inputs((3, 5))
+    _, log_det = flow.forward_and_log_det(x)
+    expected = torch.stack(
+        [jacobian_log_det(lambda v: flow.forward_and_log_det(v)[0], row) for row in x]
+    )
+    torch.testing.assert_close(log_det, expected, rtol=0, atol=1e-6)
+
+
 def test_conditional_exact_log_det_matches_autograd():
     torch.manual_seed(0)
     flow = ContinuousFlow(2, [16], context_dim=3, trace="exact", rtol=TIGHT, atol=TIGHT)
