@@ -2,15 +2,16 @@
 
 The protocol of issue 18: two moons (noise 0.05, centred, times 1.5), batch 256, a dynamics
 network of three hidden layers of 64, Adam at 1e-3. One training step = the mean NLL of a
-batch, backward, an Adam step. Contenders: pyroflows' :class:`~pyroflows.transforms.
-ContinuousFlow` with the Hutchinson and the exact trace (dopri5, direct backpropagation through
-the solver), and zuko's ``CNF(2, hidden_features=[64] * 3)`` with ``exact=False`` and
-``exact=True`` (its adaptive solver with adjoint gradients), all at the same tolerances.
-Each model first takes ``--pretrain`` steps (the NFE of an untrained flow says little: ours
-starts at the identity map), then the contenders are timed interleaved in one process;
-medians and the function evaluations (NFE) per step are printed: ours counts them
-(``nfe_total``), zuko's are counted by a hook on its network. zuko is not a dependency: put it
-on ``PYTHONPATH`` (``pip install zuko``); it is skipped when missing.
+batch, backward, an Adam step. Contenders: pyroflows' ``ContinuousFlow`` with the Hutchinson
+and the exact trace (dopri5, backpropagation through the solver's steps), and with the
+Hutchinson trace and adjoint gradients; zuko's ``CNF(2, hidden_features=[64] * 3)`` with
+``exact=False`` and ``exact=True`` (its adaptive solver, adjoint gradients). All at the same
+tolerances. Each model first takes ``--pretrain`` steps (the NFE of an untrained flow says
+little: ours starts at the identity map), then the contenders are timed interleaved in one
+process; medians and the function evaluations (NFE) per step are printed. Ours are counted
+by the flow (``nfe_total``: with the adjoint, the backward solve's too), zuko's by a hook on
+its network (forward and adjoint solves). zuko is not a dependency: put it on
+``PYTHONPATH`` (``pip install zuko``); it is skipped when missing.
 
 Usage::
 
@@ -67,8 +68,10 @@ class _Contender:
         self.optimizer.step()
 
 
-def ours(trace: str, hidden: list[int], tol: float) -> _Contender:
-    model = Flow.build("ffjord", 2, hidden_dims=hidden, trace=trace, rtol=tol, atol=tol)
+def ours(trace: str, hidden: list[int], tol: float, adjoint: bool = False) -> _Contender:
+    model = Flow.build(
+        "ffjord", 2, hidden_dims=hidden, trace=trace, rtol=tol, atol=tol, adjoint=adjoint
+    )
     (flow,) = [m for m in model.modules() if isinstance(m, ContinuousFlow)]
     return _Contender(model, lambda m, x: -m.log_prob(x).mean(), lambda: flow.nfe_total)
 
@@ -100,6 +103,7 @@ def main() -> None:
     contenders = {
         "pyroflows hutchinson": ours("hutchinson", hidden, args.tol),
         "pyroflows exact": ours("exact", hidden, args.tol),
+        "pyroflows hutch. adjoint": ours("hutchinson", hidden, args.tol, adjoint=True),
     }
     missing = _zuko_missing()
     if missing is None:
@@ -130,14 +134,14 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
             nfe[name].append(contender.nfe() - before)
     test = moons(1000, seed=1)
-    print(f"{'contender':>22} | {'ms/step':>8} | {'NFE/step':>8} | {'pretrain s':>10} | test NLL")
+    print(f"{'contender':>24} | {'ms/step':>8} | {'NFE/step':>8} | {'pretrain s':>10} | test NLL")
     for name, contender in contenders.items():
         with torch.no_grad():
             model = contender.model
             log_prob = model().log_prob(test) if name.startswith("zuko") else model.log_prob(test)
         nll = -float(log_prob.mean())
         print(
-            f"{name:>22} | {1000 * statistics.median(times[name]):>8.1f} | "
+            f"{name:>24} | {1000 * statistics.median(times[name]):>8.1f} | "
             f"{statistics.median(nfe[name]):>8.0f} | {pretrain_s[name]:>10.1f} | "
             f"{nll if math.isfinite(nll) else float('nan'):.3f}"
         )
