@@ -191,6 +191,11 @@ def _solve(
 ) -> tuple[Tensor, ...]:
     """Integrate ``rhs`` over ``times = [t0, t1]``; the state at ``t1``, or a SolverError."""
     torchdiffeq = _torchdiffeq()
+    if state[0].is_meta:  # shapes only (no values to control steps on): one Euler step
+        step = times[1] - times[0]
+        return tuple(
+            value + step * slope for value, slope in zip(state, rhs(times[0], state), strict=True)
+        )
     options: dict[str, Any] = {}
     if solver in _ADAPTIVE:
         options["max_num_steps"] = max_num_steps

@@ -63,7 +63,9 @@ class ContinuousFlow(FlowModule):
     or inverse solve; ``nfe_total`` the running total (the adjoint's backward solves included).
     A failed solve (step-size underflow, ``max_num_steps`` reached, a non-finite state) raises
     :class:`SolverError` naming the solver and tolerances; a non-finite result from a finite
-    input too. Inputs with a NaN or inf stay NaN in their sample (the others are solved alone).
+    input too. Inputs with a NaN or inf stay NaN in their sample (the others are solved alone, so
+    their steps, and values to the tolerance, may differ). On the ``meta`` device (shapes
+    only) one Euler step of the augmented ODE is taken.
 
     Vectors only (``event_dim = 1``). Cost per sample: :math:`O(\text{NFE}\, H^2)` for hidden
     width :math:`H` (Hutchinson), :math:`O(\text{NFE}\, D H^2)` exact; the NFE is set by the
@@ -208,7 +210,7 @@ class ContinuousFlow(FlowModule):
         else:
             ctx = context.to(z.dtype).expand(*batch, self.context_dim).reshape(-1, self.context_dim)
         finite = torch.isfinite(z).all(-1)
-        if bool(finite.all()):
+        if z.is_meta or bool(finite.all()):
             end, log_det = self._solve(z, ctx, inverse)
         else:  # NaN/inf inputs stay in their samples; the others are solved alone
             end = torch.full_like(z, float("nan"))

@@ -306,3 +306,13 @@ def test_fit_adds_the_penalty_to_the_loss():
         energies.append(float(flow.auxiliary_loss().detach()))
     # the penalised fit moved its parameters down the kinetic energy
     assert energies[1] < 0.9 * energies[0], energies
+
+
+def test_meta_device_gives_shapes():
+    flow = ContinuousFlow(2, [8], context_dim=1, kinetic_energy=1.0).to("meta")
+    x, context = torch.empty(5, 2, device="meta"), torch.empty(5, 1, device="meta")
+    for value, log_det in (
+        flow.forward_and_log_det(x, context),
+        flow.inverse_and_log_det(x, context),
+    ):
+        assert value.is_meta and value.shape == (5, 2) and log_det.shape == (5,)
