@@ -157,12 +157,8 @@ class ContinuousFlow(FlowModule):
         nn.init.zeros_(net.output_layer.bias)
         self.dynamics = _Dynamics(net)
         self.time, self.trace, self.probe = float(time), trace, probe
-        self.solver, self.rtol, self.atol, self.step_size = (
-            solver,
-            float(rtol),
-            float(atol),
-            step_size,
-        )
+        self.solver, self.step_size = solver, step_size
+        self.rtol, self.atol = float(rtol), float(atol)
         self.adjoint, self.max_num_steps = bool(adjoint), int(max_num_steps)
         self.kinetic_energy, self.jacobian_norm = float(kinetic_energy), float(jacobian_norm)
         self.nfe_forward = 0
