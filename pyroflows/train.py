@@ -57,6 +57,7 @@ from .checkpoint import check_config, load_checkpoint, load_state, save_checkpoi
 from .data.degenerate import warn_if_degenerate
 from .distributions import Flow
 from .errors import DataError, ModelSizeWarning, OptionError, RunFolderError
+from .transforms import auxiliary_loss
 
 __all__ = [
     "Augment",
@@ -625,9 +626,11 @@ def _step(loop: _Loop, rows: Tensor, step: int) -> Tensor:
     local = rows[loop.ranks.rank :: loop.ranks.world]
     context = None if loop.data.context is None else loop.data.context[local]
     loop.optimizer.zero_grad(set_to_none=True)
+    auxiliary_loss(loop.trained)  # drops penalties left by passes from outside this step
     log_prob = loop.trained(loop.data.train[local], context)
     loss = -log_prob.sum() * (loop.ranks.world / len(rows))
-    loss.backward()
+    aux = auxiliary_loss(loop.trained)  # the flows' penalties (e.g. RNODE), not reported
+    (loss if aux is None else loss + aux).backward()
     loop.guard.check(loss, gradient_norm(loop.parameters, loop.clip_grad_norm), step)
     loop.optimizer.step()
     return loss
@@ -809,6 +812,11 @@ def fit(
     :class:`~pyroflows.errors.DataWarning`), then checked (:func:`validate_data`); collinear
     columns, or a column whose spread comes from a few extreme values, warn too
     (:func:`~pyroflows.data.degenerate.warn_if_degenerate`) but are fitted.
+
+    **Auxiliary losses.** Flows that add a penalty to their training loss (the RNODE
+    regularisers of :class:`~pyroflows.transforms.ContinuousFlow`) have it added to each
+    step's loss (:func:`~pyroflows.transforms.auxiliary_loss`); the reported NLL leaves it
+    out.
 
     **Non-finite losses.** A NaN/inf loss or gradient stops training with
     :class:`NonFiniteLossError` naming the epoch and step; that update is never applied, so

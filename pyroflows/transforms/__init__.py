@@ -25,6 +25,7 @@ from ._base import (
 )
 from .autoregressive import Autoregressive
 from .compose import FlowSequence
+from .continuous import ContinuousFlow, SolverError, auxiliary_loss
 from .convolution import InvertibleConv1x1
 from .coupling import Coupling, coupling_mask
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
@@ -104,6 +105,7 @@ __all__ = [
     "ConditionalAffineCoupling",
     "ConditionalSplineAutoregressive",
     "ConditionedFlow",
+    "ContinuousFlow",
     "ConvCoupling",
     "Coupling",
     "DeepSigmoid",
@@ -134,6 +136,7 @@ __all__ = [
     "RationalQuadraticSpline",
     "Residual",
     "RootFinder",
+    "SolverError",
     "Spline",
     "SplineAutoregressive",
     "SplineTails",
@@ -142,6 +145,7 @@ __all__ = [
     "affine_autoregressive",
     "affine_coupling",
     "autoregressive_stack",
+    "auxiliary_loss",
     "build",
     "conditional_affine_autoregressive",
     "conditional_affine_coupling",

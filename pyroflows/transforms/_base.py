@@ -509,6 +509,17 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
     def _log_det(self, x: Tensor, y: Tensor, context: Tensor | None) -> Tensor:
         return self._forward_pass(x, context)[1]
 
+    # -- training ---------------------------------------------------------------------------
+    def auxiliary_loss(self) -> Tensor | None:
+        """A penalty this flow adds to its training loss, from its last pass; ``None`` here.
+
+        Flows with regularised dynamics (:class:`~pyroflows.transforms.ContinuousFlow`)
+        return a scalar, consumed by the call;
+        :func:`~pyroflows.transforms.auxiliary_loss` sums them over a model's flows, and
+        ``fit()`` adds the sum to the negative log-likelihood.
+        """
+        return None
+
     # -- the public passes --------------------------------------------------------------------
     def forward_and_log_det(
         self, x: Tensor, context: Tensor | None = None

@@ -18,6 +18,7 @@ from torch.distributions import Transform
 
 from .autoregressive import Autoregressive
 from .compose import FlowSequence
+from .continuous import ContinuousFlow
 from .convolution import InvertibleConv1x1
 from .coupling import Coupling
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
@@ -365,6 +366,13 @@ for _spec in (
              "O(L H^2) per fixed-point iteration (error shrinks like coeff^k)", _IRESNET,
              (FlowSequence, Residual), inverse="numerical", log_det="biased",
              fast_direction="forward"),
+    # -- continuous: an ODE solved by torchdiffeq (the optional extra "ode") ----------------
+    # log_det "unbiased": the default Hutchinson trace; trace="exact" gives the exact one
+    FlowSpec("ffjord", ContinuousFlow, "continuous",
+             "O(NFE H^2) Hutchinson, O(NFE D H^2) exact trace; NFE set by rtol/atol",
+             "O(NFE H^2), the ODE solved backwards (numerical, to the solver's tolerance)",
+             "Grathwohl et al. 2019, FFJORD, arXiv:1810.01367", (ContinuousFlow,),
+             inverse="numerical", log_det="unbiased"),
     # -- preprocessing: fixed maps, the data side of a model's chain ----------------------
     FlowSpec("fixed_affine", FixedAffine, "preprocessing", "O(D)", "O(D)", _MAF,
              (FixedAffine,), conditional=False, event_dims=_IMAGES, fixed=True),
