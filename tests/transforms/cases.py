@@ -267,7 +267,8 @@ def tolerance(case: Case, dtype: torch.dtype) -> float:
 # asks for the estimator. Checks that compare log-det values (against autograd, cached against
 # recomputed, copies, NaN isolation, normalisation) need the exact one; the others (round
 # trips, shapes, dtypes, gradients, state_dict, meta, far inputs) run with the estimator.
-# The estimators are checked statistically in tests/transforms/test_residual.py.
+# The estimators are checked statistically in tests/transforms/test_residual.py and
+# tests/transforms/test_continuous.py.
 ESTIMATED_LOG_DET = ("unbiased", "biased")
 
 
