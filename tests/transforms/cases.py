@@ -172,7 +172,8 @@ def _ffjord_options(shape, dtype, tol=None):
     # tolerances tied to the dtype, far below its defaults (1e-5), which a user tunes the same
     # way. Float64 rtol = atol = 1e-12 (measured: round trips 6e-12, log-dets 1.6e-11 off the
     # autograd Jacobian's, NFE about 140 per solve; at 1e-10 they are 8e-10 and 1e-9, over the
-    # suite's float64 bounds); float32 1e-6.
+    # suite's float64 bounds); float32 1e-6 (round trips within 5.5e-6, under the default
+    # float32 bound 1e-4, NFE 26). So no TOLERANCE_FLOAT64/FLOAT32/FAR row is needed.
     if tol is None:
         tol = 1e-12 if dtype == torch.float64 else 1e-6
     return {"hidden_dims": [16, 16], "rtol": tol, "atol": tol, "max_num_steps": 10_000}
