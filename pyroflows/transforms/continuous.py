@@ -170,6 +170,17 @@ class ContinuousFlow(FlowModule):
         state["_aux"] = None  # a tensor of the last pass's graph: never travels
         return state
 
+    # -- the estimator ------------------------------------------------------------------------
+    _log_det_modes = ("exact", "unbiased")  # what set_log_det may switch this flow to
+
+    def _set_log_det(self, mode: str) -> None:
+        """``"exact"``: ``trace="exact"``; ``"unbiased"``: ``trace="hutchinson"``."""
+        if mode not in self._log_det_modes:
+            raise ValueError(
+                f"ContinuousFlow takes log_det one of {self._log_det_modes}, got {mode!r}"
+            )
+        self.trace = "exact" if mode == "exact" else "hutchinson"
+
     # -- the auxiliary loss -------------------------------------------------------------------
     def auxiliary_loss(self) -> Tensor | None:
         r"""The RNODE penalty of the last pass run with gradients, or ``None``.

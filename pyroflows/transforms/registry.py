@@ -68,11 +68,12 @@ class FlowSpec:
         classes: the transform classes this entry builds (checked for registry completeness).
         inverse: ``"analytic"`` (default), ``"numerical"`` or ``"none"``.
         log_det: ``"exact"`` (default); ``"unbiased"``, a stochastic estimate whose mean is
-            the log-det (Russian roulette, Residual Flows); or ``"biased"``, a stochastic
-            estimate with a bias that shrinks with its number of terms (a truncated power
-            series, i-ResNet). The conformance suite checks both kinds against autograd with
-            their estimator switched to the exact one (``set_log_det(flow, "exact")``), and
-            ``tests/transforms/test_residual.py`` checks the estimators statistically.
+            the log-det (Russian roulette, Residual Flows; the Hutchinson trace, FFJORD); or
+            ``"biased"``, a stochastic estimate with a bias that shrinks with its number of
+            terms (a truncated power series, i-ResNet). The conformance suite checks both
+            kinds against autograd with their estimator switched to the exact one
+            (``set_log_det(flow, "exact")``), and ``tests/transforms/test_residual.py`` and
+            ``tests/transforms/test_continuous.py`` check the estimators statistically.
         conditional: whether ``context_dim > 0`` is supported (default ``True``).
         fast_direction: ``"forward"``, ``"inverse"`` or ``"both"`` (default).
         event_dims: the event ranks the flow accepts: ``(1,)`` for vectors only (default);

@@ -5,7 +5,8 @@ A block is :math:`y = x + g(x, c)` with :math:`\mathrm{Lip}_x(g) \le c_L < 1`
 exact, a truncated-series or an unbiased Russian-roulette log-determinant; see
 :class:`Residual`. :func:`residual` and :func:`iresnet` stack blocks (with
 :class:`~pyroflows.transforms.ActNorm` in between), and :func:`set_log_det` switches the
-estimator of every block of a flow (e.g. to ``"exact"`` for a check against autograd).
+estimator of every block of a flow, residual or continuous (e.g. to ``"exact"`` for a check
+against autograd).
 """
 
 from __future__ import annotations
@@ -277,6 +278,15 @@ class Residual(FlowModule):
         flat = value.expand(*batch, self.input_dim).reshape(-1, self.input_dim)
         return flat, context, tuple(batch)
 
+    # -- the estimator ------------------------------------------------------------------------
+    _log_det_modes = _MODES  # what set_log_det may switch this block to
+
+    def _set_log_det(self, mode: str) -> None:
+        """Use the log-det estimator ``mode`` (one of ``_MODES``); called by set_log_det."""
+        if mode not in _MODES:
+            raise ValueError(f"log_det must be one of {_MODES}, got {mode!r}")
+        self.log_det_mode = mode
+
     # -- the passes ---------------------------------------------------------------------------
     def _estimator_weights(self) -> list[float]:
         if self.log_det_mode == "series":
@@ -333,15 +343,27 @@ class Residual(FlowModule):
 
 
 def set_log_det(flow: nn.Module, mode: str) -> nn.Module:
-    r"""Switch the log-det estimator of every :class:`Residual` block in ``flow``, in place.
+    r"""Switch the log-det estimator of every residual and continuous block in ``flow``, in place.
+
+    Each flow module with a log-det estimator takes some of the modes
+    :math:`\{\texttt{"exact"}, \texttt{"series"}, \texttt{"unbiased"}\}`:
+
+    - :class:`Residual`, :math:`\log|\det(I + J_g)|`: ``"exact"`` (the determinant of the
+      Jacobian), ``"series"`` (the truncated power series) or ``"unbiased"`` (Russian roulette);
+    - :class:`~pyroflows.transforms.ContinuousFlow`,
+      :math:`\int_0^T \operatorname{tr} \partial f / \partial z \, dt`: ``"exact"``
+      (``trace="exact"``) or ``"unbiased"`` (``trace="hutchinson"``); ``"series"`` raises.
 
     .. math::
-        \log|\det(I + J_g)| \ \text{by} \ \texttt{mode} \in
-        \{\texttt{"exact"}, \texttt{"series"}, \texttt{"unbiased"}\}
+        \texttt{mode} = \texttt{"exact"} \ \Rightarrow\
+        \log\left|\det \frac{\partial y}{\partial x}\right| \text{ deterministic}
+        \ (\text{to the solver's tolerance for a continuous flow}).
 
-    (see :class:`Residual`). The map and its inverse do not change; ``"exact"`` makes the
-    log-density deterministic, e.g. to check a trained stochastic flow against autograd or to
-    report an exact likelihood in low dimension. Cost: a walk over the module tree.
+    The map and its inverse do not change; ``"exact"`` makes the log-density deterministic,
+    e.g. to check a trained stochastic flow against autograd or to report an exact likelihood
+    in low dimension. Modules without an estimator are left alone. Every block is checked
+    before any is switched, so a mode one of them does not take changes nothing. Cost: a walk
+    over the module tree.
 
     Args:
         flow: any module (a block, a stack, a distribution's flow).
@@ -349,6 +371,10 @@ def set_log_det(flow: nn.Module, mode: str) -> nn.Module:
 
     Returns:
         ``flow`` itself.
+
+    Raises:
+        ValueError: ``mode`` is unknown, or a block of ``flow`` does not take it (naming the
+            block's class and the modes it takes).
 
     References:
         Chen, Behrmann, Duvenaud & Jacobsen, "Residual Flows for Invertible Generative
@@ -358,12 +384,20 @@ def set_log_det(flow: nn.Module, mode: str) -> nn.Module:
         >>> flow = set_log_det(residual(2, [8], num_layers=2), "exact")
         >>> sorted({m.log_det_mode for m in flow.modules() if isinstance(m, Residual)})
         ['exact']
+        >>> from pyroflows.transforms import ContinuousFlow
+        >>> set_log_det(ContinuousFlow(2, [8]), "exact").trace
+        'exact'
     """
     if mode not in _MODES:
         raise ValueError(f"log_det must be one of {_MODES}, got {mode!r}")
-    for module in flow.modules():
-        if isinstance(module, Residual):
-            module.log_det_mode = mode
+    blocks = [module for module in flow.modules() if hasattr(module, "_set_log_det")]
+    for block in blocks:
+        if mode not in block._log_det_modes:
+            raise ValueError(
+                f"{type(block).__name__} takes log_det one of {block._log_det_modes}, got {mode!r}"
+            )
+    for block in blocks:
+        block._set_log_det(mode)
     return flow
 
 

@@ -14,7 +14,16 @@ import torch
 from torch import nn
 
 from pyroflows.errors import PyroflowsError
-from pyroflows.transforms import REGISTRY, ContinuousFlow, SolverError, auxiliary_loss, build
+from pyroflows.transforms import (
+    REGISTRY,
+    ContinuousFlow,
+    Residual,
+    SolverError,
+    auxiliary_loss,
+    build,
+    residual,
+    set_log_det,
+)
 from tests.helpers import jacobian_log_det, perturbed
 
 pytest.importorskip("torchdiffeq")
@@ -265,6 +274,29 @@ def test_registry_record_and_exact_switch():
     flow = spec.build(2, context_dim=3, trace="exact")
     assert isinstance(flow, ContinuousFlow) and flow.trace == "exact" and flow.context_dim == 3
     assert "trace" in spec.options()
+
+
+def test_set_log_det_switches_the_trace_and_leaves_the_map():
+    flow, x = _flow("hutchinson"), _inputs()
+    y = flow(x)
+    assert set_log_det(flow, "exact") is flow and flow.trace == "exact"
+    exact = _flow("exact")
+    y_exact, log_det = flow.forward_and_log_det(x)
+    torch.testing.assert_close(y_exact, y, atol=1e-8, rtol=1e-8)  # the map: to the tolerance
+    torch.testing.assert_close(log_det, exact.forward_and_log_det(x)[1], atol=0, rtol=0)
+    assert set_log_det(flow, "unbiased").trace == "hutchinson"
+
+
+def test_set_log_det_rejects_series_and_switches_nothing_in_a_mixed_stack():
+    flow = _flow("hutchinson")
+    stack = nn.ModuleList([residual(2, [4], num_layers=1), flow])
+    with pytest.raises(ValueError, match=r"ContinuousFlow takes log_det one of .*'series'"):
+        set_log_det(stack, "series")
+    assert flow.trace == "hutchinson"
+    assert {m.log_det_mode for m in stack.modules() if isinstance(m, Residual)} == {"unbiased"}
+    set_log_det(stack, "exact")
+    assert flow.trace == "exact"
+    assert {m.log_det_mode for m in stack.modules() if isinstance(m, Residual)} == {"exact"}
 
 
 def test_bad_arguments():
