@@ -136,7 +136,9 @@ def test_fit_on_integers_improves_the_bound():
     after = bits()
     assert len(history.epoch) == 15
     assert after < before - 0.15, (before, after)
-    moved = max(float((p - s).abs().max()) for p, s in zip(q.parameters(), start, strict=True))
+    moved = max(
+        float((p.detach() - s).abs().max()) for p, s in zip(q.parameters(), start, strict=True)
+    )
     assert moved > 1e-3
     samples = dequantized.sample((4,))
     assert samples.shape == (4, 1, 8, 8)
@@ -161,3 +163,32 @@ def test_bad_input_raises_naming_expected_and_got():
         VariationalDequantizer((2, 3), levels=4)
     with pytest.raises(ValueError, match="levels must be at least 1, got 0"):
         VariationalDequantizer(4, levels=0)
+
+
+@pytest.mark.filterwarnings("ignore::pyroflows.errors.DataWarning")  # raw integer pixels
+def test_fit_checkpoints_and_resumes_the_wrapper(tmp_path):
+    k = load_digits_images("train")[:64]
+
+    def make() -> DequantizedFlow:
+        torch.manual_seed(6)
+        model = Flow.build(
+            "glow", (1, 8, 8), levels=1, steps_per_level=1, hidden_channels=8, logit_alpha=1e-3
+        )
+        return DequantizedFlow(model, VariationalDequantizer((1, 8, 8), 17, hidden=4))
+
+    path = tmp_path / "run.pt"
+    first = fit(make(), k, epochs=2, batch_size=32, checkpoint=path, progress=False)
+    resumed = make()
+    history = fit(
+        resumed,
+        k,
+        epochs=2,
+        batch_size=32,
+        checkpoint=path,
+        resume=True,
+        override={"epochs": 3, "lr": 1e-4},
+        progress=False,
+    )
+    assert history.epoch == [1, 2, 3] and history.val_nll[:2] == first.val_nll
+    assert resumed.config["name"] == "dequantized"
+    assert resumed.config["dequantizer"]["levels"] == 17
