@@ -6,8 +6,19 @@ conditioner networks in :mod:`pyroflows.nn`; built-in toy data in :mod:`pyroflow
 
 from . import nn, transforms
 from ._version import __version__
+from .dequantization import DequantizedFlow, VariationalDequantizer
 from .distributions import Flow
 from .train import fit
 from .transforms import REGISTRY, build
 
-__all__ = ["REGISTRY", "Flow", "__version__", "build", "fit", "nn", "transforms"]
+__all__ = [
+    "REGISTRY",
+    "DequantizedFlow",
+    "Flow",
+    "VariationalDequantizer",
+    "__version__",
+    "build",
+    "fit",
+    "nn",
+    "transforms",
+]
