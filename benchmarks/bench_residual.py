@@ -14,9 +14,10 @@ One training step = the mean NLL of a batch of two-moons points, backward, an Ad
 in one process; medians and the ratio are printed (``--clock cpu``: each step timed by the
 CPU time of the thread, for a loaded machine).
 With ``--train-steps N`` both are then trained N more steps on fresh batches and their test
-NLL on 1,000 fresh points is printed (ours with the exact 2-D log-det, normflows' with its
-eval-mode estimate), with the distribution of our fixed-point inverse's iteration counts
-per block when sampling 1,000 points (the cap raised tenfold to see the whole tail).
+NLL on 1,000 fresh points is printed (exact on both sides: ours by ``set_log_det(flow,
+"exact")``, normflows' eval mode computes the 2-D determinant by brute force), with the
+distribution of our fixed-point inverse's iteration counts per block when sampling 1,000
+points (the cap raised tenfold to see the whole tail).
 
 ``--memory`` prints peak training memory against the number of power-series terms, for the
 memory-saving backward and for plain backpropagation through the series (one block, batch
