@@ -11,11 +11,13 @@ normflows' ``lipschitz_const`` bounds every layer (``g`` up to ``0.9^3``) while 
 
 One training step = the mean NLL of a batch of two-moons points, backward, an Adam step
 (lr 1e-3, torch's ``foreach`` implementation on both sides). The contenders run interleaved
-in one process; medians and the ratio are printed.
+in one process; medians and the ratio are printed (``--clock cpu``: each step timed by the
+CPU time of the thread, for a loaded machine).
 With ``--train-steps N`` both are then trained N more steps on fresh batches and their test
-NLL on 1,000 fresh points is printed (ours with the exact 2-D log-det, normflows' with its
-eval-mode estimate), with the distribution of our fixed-point inverse's iteration counts
-per block when sampling 1,000 points (the cap raised tenfold to see the whole tail).
+NLL on 1,000 fresh points is printed (exact on both sides: ours by ``set_log_det(flow,
+"exact")``, normflows' eval mode computes the 2-D determinant by brute force), with the
+distribution of our fixed-point inverse's iteration counts per block when sampling 1,000
+points (the cap raised tenfold to see the whole tail).
 
 ``--memory`` prints peak training memory against the number of power-series terms, for the
 memory-saving backward and for plain backpropagation through the series (one block, batch
@@ -25,24 +27,41 @@ the bytes the forward pass saves for backward are counted with
 what a training step holds at its peak on top of the parameters and the batch, and what
 grows with the number of terms when the graph runs through the series.
 
+``--data issue`` uses the issue's protocol for every mode: scikit-learn's two moons with noise
+0.05, centred (minus the noiseless moons' mean ``(0.5, 0.25)``) and scaled by 1.5, fresh
+batches of 256, Adam 1e-3, test NLL on 1,000 fresh points; ``--data toy`` (the default) is
+pyroflows' ``make_toy("moons")`` (noise 0.1, x2, FFJORD's shift).
+
+``--budget SECONDS --contender NAME`` trains one contender (``pyroflows``: the residual
+stack above; ``normflows``: its ``Residual``; ``realnvp``: pyroflows' ``realnvp`` with 8
+couplings of ``[64, 64]``, about the same parameter count) for a training-time budget and
+prints the test NLL every ``--every`` seconds of training (the evaluation is not counted).
+``--clock cpu`` counts the CPU time of the training thread (``time.thread_time``) instead of
+the wall clock: with ``--threads 1`` a budget that other load on the machine cannot shorten.
+Run the contenders in parallel processes, one thread each; ``--json FILE`` writes the curve.
+
 normflows is not a dependency: put it on ``PYTHONPATH`` (``pip install normflows``).
 
 Usage::
 
     python benchmarks/bench_residual.py                    # timing, 1 thread
     python benchmarks/bench_residual.py --train-steps 1500 --memory
+    python benchmarks/bench_residual.py --data issue --budget 240 --clock cpu --contender normflows
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import time
 
 import torch
 from _timing import interleaved_medians, machine_line
 
 from pyroflows import Flow
 from pyroflows.data import make_toy
-from pyroflows.transforms import Residual, residual, set_log_det
+from pyroflows.transforms import Residual, realnvp, residual, set_log_det
 
 
 def normflows_residual(blocks: int, hidden: list[int], coeff: float, dim: int = 2):
@@ -74,7 +93,22 @@ def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+_DATA = {"name": "toy"}
+
+
+def _issue_moons(n: int, seed: int) -> torch.Tensor:
+    """The issue's moons: ``make_moons(noise=0.05)``, minus ``(0.5, 0.25)``, times 1.5."""
+    from sklearn.datasets import make_moons
+
+    points, _ = make_moons(n, noise=0.05, random_state=seed)
+    return 1.5 * (
+        torch.as_tensor(points, dtype=torch.get_default_dtype()) - torch.tensor([0.5, 0.25])
+    )
+
+
 def _moons(n: int, seed: int) -> torch.Tensor:
+    if _DATA["name"] == "issue":
+        return _issue_moons(n, seed)
     return make_toy("moons", n, seed=seed)
 
 
@@ -101,7 +135,34 @@ def _losses():
     }
 
 
-def run_timing(blocks, hidden, coeff, batch, repeats, train_steps) -> None:
+def _cpu_clocked(steps: dict) -> dict:
+    """Wrap each step so that it returns its CPU time; see :func:`_interleaved_cpu_medians`."""
+
+    def clocked(step):
+        def run():
+            start = time.thread_time()
+            step()
+            return time.thread_time() - start
+
+        return run
+
+    return {name: clocked(step) for name, step in steps.items()}
+
+
+def _interleaved_cpu_medians(steps: dict, repeats: int, warmup: int = 3) -> dict[str, float]:
+    """As ``interleaved_medians``, timing each call by the CPU time of this thread."""
+    clocked = _cpu_clocked(steps)
+    for _ in range(warmup):
+        for run in clocked.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in clocked}
+    for _ in range(repeats):
+        for name, run in clocked.items():
+            times[name].append(run())
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def run_timing(blocks, hidden, coeff, batch, repeats, train_steps, clock="wall") -> None:
     torch.manual_seed(0)
     models = {"pyroflows": pyroflows_residual(blocks, hidden, coeff)}
     missing = _normflows_missing()
@@ -111,12 +172,15 @@ def run_timing(blocks, hidden, coeff, batch, repeats, train_steps) -> None:
         print(f"#   skipped normflows: {missing}")
     losses = _losses()
     steps = {name: _trainer(m, losses[name], batch, 1000) for name, m in models.items()}
-    medians = interleaved_medians(steps, repeats=repeats, warmup=3)
+    if clock == "cpu":
+        medians = _interleaved_cpu_medians(steps, repeats=repeats, warmup=3)
+    else:
+        medians = interleaved_medians(steps, repeats=repeats, warmup=3)
     params = " / ".join(f"{_count(m):,d}" for m in models.values())
     ms = "  ".join(f"{name} {1000 * value:.1f}" for name, value in medians.items())
     ratio = f"{medians['normflows'] / medians['pyroflows']:.2f}x" if "normflows" in medians else "-"
     print(f"params {' / '.join(models)}: {params}")
-    print(f"ms per training step (median of {repeats}): {ms}  speed-up {ratio}")
+    print(f"ms per training step (median of {repeats}, {clock} clock): {ms}  speed-up {ratio}")
     if not train_steps:
         return
     for _ in range(train_steps):
@@ -131,22 +195,49 @@ def run_timing(blocks, hidden, coeff, batch, repeats, train_steps) -> None:
         if "normflows" in models:
             models["normflows"].eval()
             nll["normflows"] = float(-models["normflows"].log_prob(test).mean())
-        blocks = [module for module in ours.modules() if isinstance(module, Residual)]
-        cap = blocks[0].max_iter
-        for block in blocks:  # measure the whole distribution, past the default cap too
-            block.max_iter = 10 * cap
-        ours.sample((1000,))
-    counts = torch.cat([block.last_inverse_iteration_counts for block in blocks])
+    counts, cap = _inverse_iterations(ours)
     print(
         f"test NLL after {train_steps + repeats + 3} steps: "
         + "  ".join(f"{name} {value:.3f}" for name, value in nll.items())
     )
-    quantiles = torch.quantile(counts.double(), torch.tensor([0.5, 0.9, 0.99], dtype=torch.double))
+    _print_iterations(_iteration_summary(counts, cap))
+
+
+def _inverse_iterations(flow) -> tuple[torch.Tensor, int]:
+    """Fixed-point iteration counts of every block when sampling 1,000 points (cap x10)."""
+    blocks = [module for module in flow.modules() if isinstance(module, Residual)]
+    cap = blocks[0].max_iter
+    flow.eval()
+    with torch.no_grad():
+        for block in blocks:  # measure the whole distribution, past the default cap too
+            block.max_iter = 10 * cap
+        flow.sample((1000,))
+        for block in blocks:
+            block.max_iter = cap
+    return torch.cat([block.last_inverse_iteration_counts for block in blocks]), cap
+
+
+def _iteration_summary(counts: torch.Tensor, cap: int) -> dict:
+    levels = torch.tensor([0.5, 0.9, 0.99], dtype=torch.double)
+    quantiles = torch.quantile(counts.double(), levels).tolist()
+    return {
+        "median": quantiles[0],
+        "q90": quantiles[1],
+        "q99": quantiles[2],
+        "max": int(counts.max()),
+        "over_50": int((counts > 50).sum()),
+        "over_cap": int((counts > cap).sum()),
+        "cap": cap,
+        "n": counts.numel(),
+    }
+
+
+def _print_iterations(summary: dict) -> None:
     print(
         "fixed-point iterations per block when sampling 1,000 points: median "
-        f"{quantiles[0]:.0f}, 90% {quantiles[1]:.0f}, 99% {quantiles[2]:.0f}, "
-        f"max {int(counts.max())}; {int((counts > cap).sum())} of {counts.numel()} over the "
-        f"default cap {cap}"
+        f"{summary['median']:.0f}, 90% {summary['q90']:.0f}, 99% {summary['q99']:.0f}, "
+        f"max {summary['max']}; {summary['over_50']} of {summary['n']} over 50, "
+        f"{summary['over_cap']} over the default cap {summary['cap']}"
     )
 
 
@@ -189,6 +280,69 @@ def run_memory(hidden, batch) -> None:
         print(f"{n:>5} | {ours / 2**20:>8.2f} | {naive / 2**20:>8.2f}")
 
 
+def _build(contender: str, blocks: int, hidden: list[int], coeff: float):
+    if contender == "pyroflows":
+        return pyroflows_residual(blocks, hidden, coeff)
+    if contender == "normflows":
+        return normflows_residual(blocks, hidden, coeff)
+    return Flow(realnvp(2, hidden, num_layers=blocks))
+
+
+def _test_nll(contender: str, model, test: torch.Tensor) -> float:
+    model.eval()
+    if contender == "pyroflows":
+        set_log_det(model, "exact")
+    with torch.no_grad():
+        nll = float(-model.log_prob(test).mean())
+    if contender == "pyroflows":
+        set_log_det(model, "unbiased")
+    model.train()
+    return nll
+
+
+def run_budget(args, hidden) -> dict:
+    """Train one contender for ``args.budget`` seconds of ``args.clock``; test NLL curve."""
+    torch.manual_seed(0)
+    model = _build(args.contender, args.blocks, hidden, args.coeff)
+    loss = _losses()["normflows" if args.contender == "normflows" else "pyroflows"]
+    step = _trainer(model, loss, args.batch, 1000)
+    test = _moons(1000, 7)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    points, trained, steps, next_eval = [], 0.0, 0, args.every
+    wall = time.perf_counter()
+    while trained < args.budget:
+        start = clock()
+        step()
+        trained += clock() - start
+        steps += 1
+        if trained >= next_eval or trained >= args.budget:
+            nll = _test_nll(args.contender, model, test)
+            points.append({"seconds": round(trained, 1), "steps": steps, "test_nll": nll})
+            print(f"#   {trained:7.1f} s  {steps:6d} steps  test NLL {nll:.4f}", flush=True)
+            next_eval += args.every
+    result = {
+        "contender": args.contender,
+        "data": args.data,
+        "clock": args.clock,
+        "threads": torch.get_num_threads(),
+        "budget_s": args.budget,
+        "params": _count(model),
+        "curve": points,
+        "final_test_nll": points[-1]["test_nll"],
+        "best_test_nll": min(p["test_nll"] for p in points),
+        "ms_per_step": 1000 * trained / steps,
+        "wall_s": round(time.perf_counter() - wall, 1),
+    }
+    if args.contender == "pyroflows":
+        result["inverse_iterations"] = _iteration_summary(*_inverse_iterations(model))
+        _print_iterations(result["inverse_iterations"])
+    print(json.dumps(result))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -200,16 +354,35 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=0)
     parser.add_argument("--memory", action="store_true", help="memory vs number of terms")
     parser.add_argument("--quick", action="store_true", help="small model, few repeats")
+    parser.add_argument("--data", default="toy", choices=["toy", "issue"])
+    parser.add_argument("--budget", type=float, default=0.0, help="training seconds")
+    parser.add_argument("--every", type=float, default=30.0, help="seconds between test points")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"])
+    parser.add_argument(
+        "--contender", default="pyroflows", choices=["pyroflows", "normflows", "realnvp"]
+    )
+    parser.add_argument("--json", default="", help="write the budget curve to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    _DATA["name"] = args.data
     hidden = [int(size) for size in args.hidden.split(",")]
     if args.quick:
         args.blocks, hidden, args.repeats, args.batch = 2, [16], 3, 32
     print(
         f"# {machine_line()}; batch {args.batch}; {args.blocks} blocks of {hidden}, "
-        f"c = {args.coeff}; interleaved training steps"
+        f"c = {args.coeff}; {args.data} moons; "
+        + (
+            f"{args.contender}, budget {args.budget:.0f} s ({args.clock} clock)"
+            if args.budget
+            else "interleaved training steps"
+        )
     )
-    run_timing(args.blocks, hidden, args.coeff, args.batch, args.repeats, args.train_steps)
+    if args.budget:
+        run_budget(args, hidden)
+        return
+    run_timing(
+        args.blocks, hidden, args.coeff, args.batch, args.repeats, args.train_steps, args.clock
+    )
     if args.memory:
         run_memory(hidden, args.batch)
 
