@@ -67,7 +67,7 @@ from pyroflows.train import density_defaults, fit
 from pyroflows.transforms import glow
 
 SMOKE = os.environ.get("PYROFLOWS_SMOKE", "") not in ("", "0")
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); smoke mode: {SMOKE}")
 
 
@@ -260,7 +260,7 @@ if train_mnist is not None:
         train_mnist, test_mnist = train_mnist[:128], test_mnist[:64]
     test_mnist_x = dequantize(test_mnist, 256, seed=1)
     MNIST_RULE = density_defaults(len(train_mnist), 784, image=True, image_flow=True)
-    mnist_steps = 4 if SMOKE else 1000
+    mnist_steps = 4 if SMOKE else 400
     mnist_model, mnist_row = fit_model(
         MNIST_RULE.flow,
         (1, 28, 28),
@@ -294,4 +294,17 @@ if train_mnist is not None:
 #
 # ## What the numbers say
 #
-# (Outputs above from a full run; see the benchmarks page for the suite behind the defaults.)
+# (Outputs above from a full run on one CPU thread; the suite behind the defaults and the
+# curves against the clock are on the benchmarks page, "Image flows".)
+#
+# * On the digits, Glow with spline couplings (the image defaults) reaches 1.983 bits/dim in
+#   3 minutes, under the target of 2.0; Glow as published (affine couplings) 2.061; the
+#   full-covariance Gaussian in logit space 2.296. Early stopping on the validation split
+#   ends both Glows long before their 100 epochs.
+# * The vector defaults stay the best on these 64 pixels (1.954): a MADE over 64 inputs sees
+#   every pixel at once. They do not scale to larger images: over 784 pixels the same rule
+#   has 10 million parameters per layer, while the Glow above has 0.8 million at any size.
+# * On MNIST-5k the 400 steps above (under 4 minutes on one thread) reach 2.69 bits/dim against
+#   the Gaussian's 4.17; the benchmark's curve (`benchmarks/bench_image_budget.py`) reaches 1.68
+#   after 8 CPU-minutes (820 steps), where normflows' Glow is at 2.3 on the same clock.
+# * Samples are one pass of the forward map; a lower temperature gives cleaner digits.
