@@ -106,7 +106,11 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true", help="also run normflows' Glow")
     parser.add_argument("--peers-only", action="store_true", help="only normflows' Glow")
     parser.add_argument("--json", type=Path, help="write the curves here")
+    parser.add_argument("--quick", action="store_true", help="smoke run: digits, a tiny glow")
     args = parser.parse_args()
+    if args.quick:
+        args.data, args.budget, args.every, args.threads = "digits8", 2.0, 1.0, 1
+        args.options = json.dumps({"steps_per_level": 1, "hidden_channels": 8})
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     train, test = load_suite(args.data)
