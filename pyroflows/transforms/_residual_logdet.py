@@ -7,6 +7,7 @@ Private helpers of :mod:`pyroflows.transforms.residual`; the maths is documented
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from ..nn import LipSwish
 from ..nn.lipschitz import SpectralNormLinear
-from ._root import InverseNotConvergedError
+from ._root import InverseNotConvergedError, InverseNotConvergedWarning
 
 __all__: list[str] = []
 
@@ -291,10 +292,16 @@ def implicit_gradient_hook(g: GFunction, x_star: Tensor, atol: float, max_iter: 
             a = grad
             for _ in range(max_iter):
                 a_new = grad - torch.autograd.grad(g_x, xr, a, retain_graph=True)[0]
-                close = (a_new - a).abs().max() <= atol * (1 + a_new.abs().max())
+                step = (a_new - a).abs().max()
                 a = a_new
-                if bool(close):
-                    break
+                if bool(step <= atol * (1 + a_new.abs().max())):
+                    return a.detach()
+        warnings.warn(
+            f"Residual inverse's implicit gradient did not converge: the last of {max_iter} "
+            f"fixed-point iterations moved it by {float(step):.3g} (atol={atol}); raise max_iter",
+            InverseNotConvergedWarning,
+            stacklevel=2,
+        )
         return a.detach()
 
     return hook

@@ -321,3 +321,17 @@ def test_memory_saving_backward_saves_the_same_whatever_the_number_of_terms():
 def test_set_log_det_rejects_unknown_modes():
     with pytest.raises(ValueError, match="log_det must be one of"):
         set_log_det(residual(2, [4], num_layers=1), "roulette")
+
+
+def test_implicit_gradient_reports_non_convergence():
+    from pyroflows.transforms import InverseNotConvergedWarning
+    from pyroflows.transforms._residual_logdet import implicit_gradient_hook
+
+    x_star = torch.ones(3, 2, dtype=torch.float64)
+    hook = implicit_gradient_hook(lambda v: 0.9 * v, x_star, atol=1e-12, max_iter=2)
+    with pytest.warns(InverseNotConvergedWarning, match="implicit gradient did not converge"):
+        hook(torch.ones(3, 2, dtype=torch.float64))
+    converged = implicit_gradient_hook(lambda v: 0.9 * v, x_star, atol=1e-12, max_iter=500)
+    # a = 1 - 0.9 a  =>  a = 1 / 1.9
+    torch.testing.assert_close(converged(torch.ones(3, 2, dtype=torch.float64)),
+                               torch.full((3, 2), 1 / 1.9, dtype=torch.float64))  # fmt: skip
