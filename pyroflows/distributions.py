@@ -509,6 +509,10 @@ class Flow(nn.Module):
         :math:`D` + ``extra`` coordinates (vectors only) while ``input_dim`` stays the data's
         :math:`D`.
 
+        A flow with a cheap forward map and a numerical inverse (``residual``, ``iresnet``:
+        :attr:`~pyroflows.transforms.FlowSpec.density_inverted`) is built inverted, so that
+        ``log_prob`` runs the cheap map from data to base and sampling the numerical inverse.
+
         :attr:`config`, the recipe that checkpoints and ``model.pt`` store, records the value
         of every builder option (those passed, and the defaults of the others) and the
         pyroflows version, so that a later change of a default cannot load the file as
@@ -530,7 +534,10 @@ class Flow(nn.Module):
         event = event if isinstance(event, int) else tuple(event)
         if padding is not None:
             event = event + padding.extra
-        flow = REGISTRY[name].build(event, context_dim, **config["options"])
+        spec = REGISTRY[name]
+        flow = spec.build(event, context_dim, **config["options"])
+        if spec.density_inverted:  # the cheap direction evaluates densities (residual flows)
+            flow = flow.inv
         return cls(flow, config, logit_alpha=logit_alpha, padding=padding)
 
     @classmethod

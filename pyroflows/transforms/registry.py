@@ -105,6 +105,23 @@ class FlowSpec:
     event_dims: tuple[int, ...] = (1,)
     fixed: bool = False
 
+    @property
+    def density_inverted(self) -> bool:
+        """Whether a density model uses this flow inverted (``Flow.build`` does).
+
+        A flow whose forward map is cheap and whose inverse is numerical (the residual
+        flows: :math:`y = x + g(x)` forward, a fixed-point iteration back) is put on the
+        data side of a density model the other way round, so that ``log_prob`` evaluates the
+        cheap map :math:`z = x + g(x)` and sampling runs the iterations; as a guide it is used
+        as built (cheap samples).
+
+        Example:
+            >>> from pyroflows.transforms import REGISTRY
+            >>> REGISTRY["residual"].density_inverted, REGISTRY["maf"].density_inverted
+            (True, False)
+        """
+        return self.inverse == "numerical" and self.fast_direction == "forward"
+
     def options(self) -> tuple[str, ...] | None:
         """The keyword arguments the builder takes besides the event and ``context_dim``.
 
