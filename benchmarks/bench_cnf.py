@@ -56,8 +56,7 @@ from _timing import machine_line
 from bench_memory import _peak_mib
 
 from pyroflows import Flow
-from pyroflows.transforms import ContinuousFlow
-from pyroflows.transforms.continuous import auxiliary_loss
+from pyroflows.transforms import ContinuousFlow, auxiliary_loss
 
 
 def moons(n: int, seed: int) -> torch.Tensor:

@@ -45,6 +45,7 @@ from .._training import (
     training_payload,
 )
 from ..checkpoint import CheckpointMismatchError, load_checkpoint, save_checkpoint
+from ..transforms import auxiliary_loss, has_auxiliary_loss
 from ._checks import NonFiniteDrawError
 
 __all__ = ["ElboTrace", "NonFiniteLossError", "train_guide"]
@@ -275,6 +276,14 @@ def train_guide(
     :class:`~pyroflows.train.NonFiniteLossError` naming the step, and the parameters go back
     to their values before that update, the last whose loss was finite.
 
+    **Auxiliary losses.** When the model's or the guide's flows keep training penalties (the
+    RNODE regularisers of :class:`~pyroflows.transforms.ContinuousFlow`:
+    ``kinetic_energy``, ``jacobian_norm``), each step differentiates the negative ELBO plus
+    their sum (:func:`~pyroflows.transforms.auxiliary_loss`) through the loss's
+    ``differentiable_loss`` (an ELBO without one raises a ``ValueError``); the recorded loss
+    is the negative ELBO alone. A guide built lazily on the first step (the autoguides)
+    starts its penalties from the second.
+
     **Resuming.** A checkpoint stores the run's settings; ``resume=True`` compares them with
     the request and raises :class:`~pyroflows.errors.SettingsChangedError` naming each
     changed one (old -> new), unless ``override`` holds it: ``num_steps``, ``lr``,
@@ -396,11 +405,16 @@ def train_guide(
         raise ValueError(f"num_steps must be non-negative, got {num_steps}")
     rate = LearningRate(lr, schedule, num_steps)
     loss_and_grads = getattr(loss, "loss_and_grads", None) or _callable_loss_and_grads(loss)
+    with_penalties = _PenalisedStep(loss, model, guide)
     if seed is not None:
         pyro.set_rng_seed(seed)
 
     def evaluate():
-        return loss_and_grads(model, guide, *args, **kwargs)
+        if with_penalties.active():
+            return with_penalties(model, guide, *args, **kwargs)
+        value = loss_and_grads(model, guide, *args, **kwargs)
+        with_penalties.drop()  # a lazily built guide's first step: no graph left to add them
+        return value
 
     params = _Parameters()
     optim: torch.optim.Optimizer | None = None
@@ -480,6 +494,48 @@ def train_guide(
         if bar is not None:
             bar.close()
     return trace
+
+
+class _PenalisedStep:
+    """The step of a run whose flows add auxiliary losses (RNODE regularisers of FFJORD).
+
+    ``loss_and_grads`` differentiates the ELBO alone, so when the model's or guide's flows
+    keep penalties (:func:`~pyroflows.transforms.has_auxiliary_loss`) the step takes the
+    loss's ``differentiable_loss`` instead and backpropagates the negative ELBO plus
+    :func:`~pyroflows.transforms.auxiliary_loss`; the value returned (and recorded) is the
+    ELBO's alone, as ``fit()`` reports the NLL without its penalties.
+    """
+
+    def __init__(self, loss: Any, model: Callable, guide: Callable) -> None:
+        self.loss = loss
+        self.modules = [part for part in (model, guide) if isinstance(part, torch.nn.Module)]
+        self._on = False
+
+    def active(self) -> bool:
+        """Whether the flows add penalties (checked until they do; lazy guides build late)."""
+        self._on = self._on or has_auxiliary_loss(self.modules)
+        return self._on
+
+    def drop(self) -> None:
+        """Consume penalties left by passes whose loss was differentiated without them."""
+        auxiliary_loss(self.modules)
+
+    def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        differentiable = getattr(self.loss, "differentiable_loss", None)
+        if differentiable is None and not hasattr(self.loss, "loss_and_grads"):
+            differentiable = self.loss  # a plain callable loss
+        if differentiable is None:
+            raise ValueError(
+                "the flows add auxiliary losses (kinetic_energy / jacobian_norm), which need "
+                "a loss with differentiable_loss (Trace_ELBO, TraceMeanField_ELBO, "
+                f"JitTrace_ELBO, ...); {type(self.loss).__name__} has none: set the "
+                "regularisers to 0 or change the loss"
+            )
+        self.drop()  # penalties of passes made outside this step
+        value = differentiable(model, guide, *args, **kwargs)
+        aux = auxiliary_loss(self.modules)
+        (value if aux is None else value + aux).backward()
+        return float(value.detach())
 
 
 def _name(obj: Any) -> str:

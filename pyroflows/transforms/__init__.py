@@ -14,6 +14,7 @@ from typing import Any
 
 from torch.distributions.transforms import identity_transform
 
+from ._auxiliary import auxiliary_loss, has_auxiliary_loss
 from ._base import (
     ConditionedFlow,
     FlowModule,
@@ -25,7 +26,7 @@ from ._base import (
 )
 from .autoregressive import Autoregressive
 from .compose import FlowSequence
-from .continuous import ContinuousFlow, SolverError, auxiliary_loss
+from .continuous import ContinuousFlow, SolverError
 from .convolution import InvertibleConv1x1
 from .coupling import Coupling, coupling_mask
 from .elementwise import Elementwise, ElementwiseAffine, LeakyReLU, Spline
@@ -158,6 +159,7 @@ __all__ = [
     "coupling_stack",
     "elu",
     "glow",
+    "has_auxiliary_loss",
     "householder",
     "iaf",
     "iresnet",

@@ -516,9 +516,15 @@ class FlowModule(_CachedPasses, TransformModule, ConditionalTransformModule):
         Flows with regularised dynamics (:class:`~pyroflows.transforms.ContinuousFlow`)
         return a scalar, consumed by the call;
         :func:`~pyroflows.transforms.auxiliary_loss` sums them over a model's flows, and
-        ``fit()`` adds the sum to the negative log-likelihood.
+        ``fit()`` adds the sum to the negative log-likelihood, ``train_guide`` to the
+        negative ELBO. A flow that overrides this also sets :attr:`has_auxiliary_loss`.
         """
         return None
+
+    @property
+    def has_auxiliary_loss(self) -> bool:
+        """Whether this flow's training passes leave an :meth:`auxiliary_loss` (``False``)."""
+        return False
 
     # -- the public passes --------------------------------------------------------------------
     def forward_and_log_det(

@@ -7,6 +7,7 @@ turns torchdiffeq's failures into :class:`SolverError`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -202,21 +203,28 @@ def _solve(
     else:
         options["step_size"] = step_size
     kwargs: dict[str, Any] = dict(rtol=rtol, atol=atol, method=solver, options=options)
+    settings = f"{solver} (rtol={rtol:g}, atol={atol:g}, max_num_steps={max_num_steps})"
+
+    def failure(error: AssertionError, stage: str) -> SolverError:
+        return SolverError(
+            f"the ODE solve{stage} with {settings} failed after {rhs.nfe} function "
+            f"evaluations: {_short(error)}. Try looser tolerances, a larger max_num_steps, "
+            "regularised dynamics (kinetic_energy, jacobian_norm) or a lower learning rate"
+        )
+
     try:
         if adjoint:
-            solution = torchdiffeq.odeint_adjoint(
-                rhs, state, times, adjoint_params=adjoint_params, **kwargs
+            final = _GuardedAdjoint.apply(
+                partial(torchdiffeq.odeint_adjoint, rhs, t=times, **kwargs),
+                partial(failure, stage=" backwards (the adjoint's)"),
+                len(state),
+                *state,
+                *adjoint_params,
             )
         else:
-            solution = torchdiffeq.odeint(rhs, state, times, **kwargs)
+            final = tuple(value[-1] for value in torchdiffeq.odeint(rhs, state, times, **kwargs))
     except AssertionError as error:  # torchdiffeq reports failures as assertions
-        raise SolverError(
-            f"the ODE solve with {solver} (rtol={rtol:g}, atol={atol:g}, "
-            f"max_num_steps={max_num_steps}) failed after {rhs.nfe} function evaluations: "
-            f"{_short(error)}. Try looser tolerances, a larger max_num_steps, regularised "
-            "dynamics (kinetic_energy, jacobian_norm) or a lower learning rate"
-        ) from error
-    final = tuple(value[-1] for value in solution)
+        raise failure(error, "") from error
     if not all(bool(torch.isfinite(value).all()) for value in final):
         raise SolverError(
             f"the ODE solve with {solver} (rtol={rtol:g}, atol={atol:g}) gave a non-finite "
@@ -224,6 +232,51 @@ def _solve(
             "blew up: try a lower learning rate or regularised dynamics"
         )
     return final
+
+
+class _GuardedAdjoint(torch.autograd.Function):
+    """torchdiffeq's adjoint solve, whose backward failures become :class:`SolverError`.
+
+    ``odeint_adjoint`` solves the adjoint ODE in its backward, where torchdiffeq reports a
+    step-size underflow or too many steps by an ``AssertionError`` raised from inside
+    ``loss.backward()``. This wraps the solve in a function of its own: the forward runs
+    ``odeint_adjoint`` with gradients on (its graph keeps only the end states, as before),
+    the backward asks that graph for the gradients of the inputs and the parameters and turns
+    the assertion into the same error as a failed forward solve.
+    """
+
+    @staticmethod
+    def forward(ctx, solve, failure, num_states, *inputs):
+        state = tuple(
+            value.detach().requires_grad_(value.requires_grad) for value in inputs[:num_states]
+        )
+        with torch.enable_grad():  # views of the solution too: they are the graph's ends
+            solution = solve(state, adjoint_params=inputs[num_states:])
+            ctx.failure, ctx.outputs = failure, tuple(value[-1] for value in solution)
+        ctx.inputs = state + inputs[num_states:]
+        return tuple(value.detach() for value in ctx.outputs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        wanted = [i for i, value in enumerate(ctx.inputs) if value.requires_grad]
+        found: list[Tensor | None] = [None] * len(ctx.inputs)
+        if wanted:
+            try:
+                computed = torch.autograd.grad(
+                    ctx.outputs,
+                    [ctx.inputs[i] for i in wanted],
+                    [
+                        torch.zeros_like(out) if g is None else g
+                        for g, out in zip(grads, ctx.outputs, strict=True)
+                    ],
+                    allow_unused=True,
+                )
+            except AssertionError as error:
+                raise ctx.failure(error) from error
+            for i, value in zip(wanted, computed, strict=True):
+                found[i] = value
+        ctx.outputs = ctx.inputs = None  # the graph is used once
+        return (None, None, None, *found)
 
 
 def _short(error: BaseException) -> str:

@@ -6,7 +6,7 @@ solve: ``import pyroflows`` works without it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -18,7 +18,7 @@ from ._base import FlowModule
 from ._ode import _ADAPTIVE, SolverError, _check_solver, _draw_probe, _Dynamics, _RightHandSide
 from ._ode import _solve as _solve_ode
 
-__all__ = ["ContinuousFlow", "SolverError", "auxiliary_loss"]
+__all__ = ["ContinuousFlow", "SolverError"]
 
 
 class ContinuousFlow(FlowModule):
@@ -163,7 +163,7 @@ class ContinuousFlow(FlowModule):
         self.kinetic_energy, self.jacobian_norm = float(kinetic_energy), float(jacobian_norm)
         self.nfe_forward = 0
         self.nfe_total = 0
-        self._aux: Tensor | None = None
+        self._aux: tuple[Tensor, int] | None = None  # penalty sum, passes
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -183,14 +183,23 @@ class ContinuousFlow(FlowModule):
 
     # -- the auxiliary loss -------------------------------------------------------------------
     def auxiliary_loss(self) -> Tensor | None:
-        r"""The RNODE penalty of the last pass run with gradients, or ``None``.
+        r"""The RNODE penalty of the passes run with gradients since the last call, or ``None``.
 
-        :math:`\lambda_K \bar K + \lambda_J \bar J` (batch means of the integrals); ``None``
-        without a regulariser, or without such a pass since the last call. Consumed by the
-        call (a second call returns ``None``), so a penalty is added once.
+        :math:`\lambda_K \bar K + \lambda_J \bar J` (batch means of the integrals, averaged
+        over the passes, e.g. an ELBO's particles drawn one by one); ``None`` without a
+        regulariser, or without such a pass since the last call. Consumed by the call (a
+        second call returns ``None``), so a penalty is added once.
         """
         aux, self._aux = self._aux, None
-        return aux
+        if aux is None:
+            return None
+        total, passes = aux
+        return total / passes
+
+    @property
+    def has_auxiliary_loss(self) -> bool:
+        """Whether a regulariser is on (``kinetic_energy`` or ``jacobian_norm`` positive)."""
+        return self.kinetic_energy > 0 or self.jacobian_norm > 0
 
     # -- the passes ---------------------------------------------------------------------------
     def _forward_pass(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -262,7 +271,9 @@ class ContinuousFlow(FlowModule):
                 aux = aux + self.kinetic_energy * sign * next(penalties).mean()
             if frobenius:
                 aux = aux + self.jacobian_norm * sign * next(penalties).mean()
-            self._aux = aux
+            # passes since the last call (the particles of an ELBO) are averaged
+            total, passes = self._aux if self._aux is not None else (0.0, 0)
+            self._aux = (total + aux, passes + 1)
         return final[0], final[1]
 
     def extra_repr(self) -> str:
@@ -271,54 +282,3 @@ class ContinuousFlow(FlowModule):
         if self.solver in _ADAPTIVE:
             return text + f", rtol={self.rtol:g}, atol={self.atol:g}"
         return text + f", step_size={self.step_size:g}"
-
-
-def auxiliary_loss(flows: nn.Module | Iterable[Any]) -> Tensor | None:
-    r"""The sum of the auxiliary losses of every flow module in ``flows``, or ``None``.
-
-    A flow may add a penalty to its training loss (e.g. the RNODE regularisers of
-    :class:`ContinuousFlow`): ``FlowModule.auxiliary_loss()`` returns the one of its last pass
-    (``None`` by default) and is consumed by the call. This walks ``flows`` (a module and its
-    submodules, a distribution's transforms, or a list of either; views and inverses reach
-    their flow) and returns :math:`\sum_k \text{aux}_k`, which ``fit()`` adds to the negative
-    log-likelihood; add it yourself in a custom loop:
-
-    .. math::
-        \mathcal{L} = -\frac{1}{N}\sum_{n} \log p(x_n) + \sum_k \text{aux}_k .
-
-    References:
-        Finlay et al., "How to train your neural ODE: the world of Jacobian and kinetic
-        regularization", 2020, arXiv:2002.02798.
-
-    Example:
-        >>> import torch
-        >>> flow = ContinuousFlow(2, [8], kinetic_energy=0.1)
-        >>> _ = flow(torch.randn(5, 2))
-        >>> auxiliary_loss([flow]).shape, auxiliary_loss(flow)
-        (torch.Size([]), None)
-    """
-    total: Tensor | None = None
-    seen: set[int] = set()
-    for module in _flow_modules(flows):
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        aux = module.auxiliary_loss()
-        if aux is not None:
-            total = aux if total is None else total + aux
-    return total
-
-
-def _flow_modules(flows: Any) -> Iterable[FlowModule]:
-    """Every :class:`FlowModule` reachable from ``flows`` (modules, transforms, iterables)."""
-    if isinstance(flows, nn.Module):
-        for module in flows.modules():
-            if isinstance(module, FlowModule):
-                yield module
-        return
-    inner = getattr(flows, "flow", None) or getattr(flows, "transforms", None)
-    if inner is not None:
-        yield from _flow_modules(inner)
-    elif isinstance(flows, Iterable) and not isinstance(flows, (str, bytes, Tensor)):
-        for item in flows:
-            yield from _flow_modules(item)

@@ -21,6 +21,7 @@ from pyroflows.transforms import (
     SolverError,
     auxiliary_loss,
     build,
+    has_auxiliary_loss,
     residual,
     set_log_det,
 )
@@ -232,6 +233,17 @@ def test_non_finite_output_raises_never_a_silent_nan():
         flow.forward_and_log_det(_inputs())
 
 
+def test_a_failed_adjoint_solve_raises_a_solver_error_from_backward():
+    torch.manual_seed(0)
+    flow = ContinuousFlow(2, [16], adjoint=True, trace="exact", rtol=1e-8, atol=1e-8)
+    flow = perturbed(flow, 1.0).double()
+    flow.max_num_steps = 40  # enough for the forward solve, not for the adjoint's
+    x = torch.randn(64, 2, dtype=torch.float64, requires_grad=True)
+    y = flow(x)
+    with pytest.raises(SolverError, match=r"backwards \(the adjoint's\) with dopri5 \(rtol=1e-08"):
+        y.sum().backward()
+
+
 def test_kinetic_energy_of_a_constant_field():
     flow = ContinuousFlow(2, [8], time=2.0, kinetic_energy=0.5, jacobian_norm=3.0).double()
     with torch.no_grad():
@@ -333,11 +345,70 @@ def test_fit_adds_the_penalty_to_the_loss():
             model, data, epochs=1, batch_size=64, lr=0.05, max_steps=3, progress=False, device="cpu"
         )
         (flow,) = [m for m in model.modules() if isinstance(m, ContinuousFlow)]
-        flow.kinetic_energy = 1.0
-        flow(data)
-        energies.append(float(flow.auxiliary_loss().detach()))
+        energies.append(_kinetic_energy(flow, data))
     # the penalised fit moved its parameters down the kinetic energy
     assert energies[1] < 0.9 * energies[0], energies
+
+
+def _kinetic_energy(flow: ContinuousFlow, points: torch.Tensor) -> float:
+    weight, flow.kinetic_energy = flow.kinetic_energy, 1.0
+    flow(points)
+    flow.kinetic_energy = weight
+    return float(flow.auxiliary_loss().detach())
+
+
+def test_train_guide_adds_the_penalty_to_the_negative_elbo():
+    import pyro
+    import pyro.distributions as dist
+
+    from pyroflows.infer import AutoFlow, train_guide
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(2), torch.tensor([1.0, 3.0])).to_event(1))
+
+    energies, losses = [], []
+    for weight in (0.0, 100.0):
+        pyro.clear_param_store()
+        guide = AutoFlow(model, "ffjord", hidden_dims=[8], trace="exact", kinetic_energy=weight)
+        trace = train_guide(
+            model, guide, num_steps=8, lr=0.05, num_particles=8, vectorize_particles=True,
+            progress=False, seed=0,
+        )  # fmt: skip
+        (flow,) = [m for m in guide.modules() if isinstance(m, ContinuousFlow)]
+        assert flow.has_auxiliary_loss == (weight > 0)
+        energies.append(_kinetic_energy(flow, _inputs((256, 2), seed=3).float()))
+        losses.append(trace.loss)
+    assert energies[1] < 0.5 * energies[0], energies
+    # the first step builds the guide and is the same in both; the recorded loss is the
+    # negative ELBO alone (a penalty of weight 100 would add at least several units)
+    assert losses[0][0] == pytest.approx(losses[1][0])
+    assert abs(losses[1][1] - losses[0][1]) < 1.0
+
+
+def test_train_guide_refuses_a_loss_without_differentiable_loss():
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer import TraceGraph_ELBO
+
+    from pyroflows.infer import AutoFlow, train_guide
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+
+    pyro.clear_param_store()
+    guide = AutoFlow(model, "ffjord", hidden_dims=[4], rtol=1e-3, atol=1e-3, jacobian_norm=0.1)
+    with pytest.raises(ValueError, match="TraceGraph_ELBO has none"):
+        train_guide(model, guide, num_steps=3, loss=TraceGraph_ELBO(), progress=False)
+
+
+def test_penalties_of_several_passes_are_averaged():
+    flow = ContinuousFlow(2, [8], time=2.0, kinetic_energy=1.0).double()
+    with torch.no_grad():
+        flow.dynamics.net.output_layer.bias.copy_(torch.tensor([1.0, 2.0]))
+    flow(_inputs())
+    flow(_inputs((3, 2), seed=5))  # f = b everywhere: the same penalty, 2 |b|^2 = 10
+    torch.testing.assert_close(flow.auxiliary_loss(), torch.tensor(10.0, dtype=torch.float64))
+    assert has_auxiliary_loss([flow.inv]) and not has_auxiliary_loss(build("planar", 2))
 
 
 def test_meta_device_gives_shapes():
