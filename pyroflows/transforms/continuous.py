@@ -47,17 +47,30 @@ class ContinuousFlow(FlowModule):
     :math:`\operatorname{tr} A = \mathbb{E}[e^T A e]` with a probe :math:`e` (``"rademacher"``
     or ``"gaussian"``) drawn once per solve and fixed during it, :math:`e^T A` by one
     vector-Jacobian product: an unbiased log-det, so log-densities and ELBOs are unbiased too.
-    **Adjoint** (``adjoint=True``): gradients by solving the adjoint ODE backwards (memory
-    constant in the number of steps, about twice the function evaluations); otherwise by
-    backpropagating through the solver's steps (faster for small networks).
+    **Adjoint** (``adjoint=True``, Chen et al. 2018, section 2): for a loss :math:`L` of the
+    end state, the adjoint :math:`a(t) = \partial L / \partial s(t)` of the augmented state
+    :math:`s = (z, l, \dots)` with right-hand side :math:`g(s, t, \theta)` is solved
+    backwards from :math:`a(T) = \partial L / \partial s(T)`, together with the state itself,
+
+    .. math::
+        \frac{da}{dt} = -a^\top \frac{\partial g}{\partial s}, \qquad
+        \frac{dL}{d\theta} = \int_0^T a^\top \frac{\partial g}{\partial \theta}\, dt,
+        \qquad \frac{dL}{dx} = a(0),
+
+    each right-hand side one vector-Jacobian product: memory constant in the number of
+    solver steps, about twice the function evaluations (torchdiffeq's ``odeint_adjoint``;
+    a failure of the backward solve raises :class:`SolverError` from ``backward()``).
+    Otherwise (default) gradients backpropagate through the solver's steps (faster for
+    small networks, memory growing with the steps).
 
     **Regularisers** (RNODE, Finlay et al. 2020): with ``kinetic_energy`` :math:`\lambda_K` or
     ``jacobian_norm`` :math:`\lambda_J` positive, the state also integrates
     :math:`\int_0^T \lVert f \rVert^2 dt` and :math:`\int_0^T \lVert \partial f / \partial z
     \rVert_F^2 dt` (Hutchinson: :math:`\lVert e^T \partial f / \partial z \rVert^2`; exact in
     exact mode), and :meth:`auxiliary_loss` returns :math:`\lambda_K \bar K + \lambda_J \bar J`
-    (batch means) of the last pass run with gradients enabled, which
-    :func:`auxiliary_loss` collects and ``fit()`` adds to the loss.
+    (batch means) of the passes run with gradients enabled since its last call, which
+    :func:`~pyroflows.transforms.auxiliary_loss` collects and ``fit()`` and
+    ``train_guide`` add to their losses.
 
     **Counters**: ``nfe_forward`` is the number of evaluations of :math:`f` by the last forward
     or inverse solve; ``nfe_total`` the running total (the adjoint's backward solves included).
