@@ -203,17 +203,23 @@ def run_timing(blocks, hidden, coeff, batch, repeats, train_steps, clock="wall")
     _print_iterations(_iteration_summary(counts, cap))
 
 
-def _inverse_iterations(flow) -> tuple[torch.Tensor, int]:
-    """Fixed-point iteration counts of every block when sampling 1,000 points (cap x10)."""
+def _inverse_iterations(flow, anderson: int | None = None) -> tuple[torch.Tensor, int]:
+    """Fixed-point iteration counts of every block when sampling 1,000 points (cap x10).
+
+    ``anderson``: the acceleration's memory for this measurement (``0``: plain iteration;
+    ``None``: the blocks' own setting, the default 5).
+    """
     blocks = [module for module in flow.modules() if isinstance(module, Residual)]
-    cap = blocks[0].max_iter
+    cap, memory = blocks[0].max_iter, blocks[0].anderson
     flow.eval()
+    torch.manual_seed(1)  # the same 1,000 points for every setting
     with torch.no_grad():
         for block in blocks:  # measure the whole distribution, past the default cap too
             block.max_iter = 10 * cap
+            block.anderson = memory if anderson is None else anderson
         flow.sample((1000,))
         for block in blocks:
-            block.max_iter = cap
+            block.max_iter, block.anderson = cap, memory
     return torch.cat([block.last_inverse_iteration_counts for block in blocks]), cap
 
 
@@ -336,6 +342,10 @@ def run_budget(args, hidden) -> dict:
     if args.contender == "pyroflows":
         result["inverse_iterations"] = _iteration_summary(*_inverse_iterations(model))
         _print_iterations(result["inverse_iterations"])
+        plain = _iteration_summary(*_inverse_iterations(model, anderson=0))
+        result["inverse_iterations_plain"] = plain
+        print("# without Anderson acceleration:", flush=True)
+        _print_iterations(plain)
     print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as handle:

@@ -7,6 +7,7 @@ Private helpers of :mod:`pyroflows.transforms.residual`; the maths is documented
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -237,17 +238,35 @@ def exact_log_det(g_single: Callable[[Tensor, Tensor | None], Tensor], x: Tensor
 
 
 def fixed_point(
-    g: GFunction, y: Tensor, atol: float, rtol: float, max_iter: int, coeff: float
+    g: GFunction,
+    y: Tensor,
+    atol: float,
+    rtol: float,
+    max_iter: int,
+    coeff: float,
+    memory: int = 0,
 ) -> tuple[Tensor, Tensor]:
-    r"""Solve :math:`x = y - g(x)` by Banach iteration from :math:`x_0 = y`, per sample.
+    r"""Solve :math:`x = y - g(x)` from :math:`x_0 = y`, per sample; Anderson-accelerated.
 
-    A sample stops (its iterate is frozen) once every element satisfies
-    :math:`|x_{k+1} - x_k| \le \text{atol} + \text{rtol}\,|x_{k+1}|`; samples with a non-finite
-    input are left as they are (their output is non-finite). ``g`` is evaluated on the whole
+    With :math:`G(x) = y - g(x)` and the residual :math:`F(x) = G(x) - x`, ``memory = 0`` is
+    Banach's iteration :math:`x_{k+1} = G(x_k)`; ``memory = m > 0`` is Anderson's (type II,
+    Walker & Ni 2011): with the last :math:`n \le m` iterates,
+
+    .. math::
+        x_{k+1} = \sum_i \alpha_i G(x_i), \qquad
+        \alpha = \arg\min_{\sum_i \alpha_i = 1} \Big\lVert \sum_i \alpha_i F(x_i) \Big\rVert,
+
+    an :math:`n \times n` (ridge-regularised) solve per sample. A sample whose squared residual
+    grew past 4 times the smallest it has had drops its history and takes a Banach step from
+    its current iterate (a safeguard: the contraction guarantees that step). A sample stops
+    (its iterate is frozen) once every element satisfies
+    :math:`|F(x_k)| \le \text{atol} + \text{rtol}\,|G(x_k)|` and returns :math:`G(x_k)`;
+    samples with a non-finite input are left as they are. ``g`` is evaluated on the whole
     batch each iteration, so each sample's result does not depend on the others.
 
     Returns:
-        The solution ``(N, D)`` and the iterations each sample took ``(N,)`` (on ``y``'s device).
+        The solution ``(N, D)`` and the evaluations of ``g`` each sample took ``(N,)`` (on
+        ``y``'s device).
 
     Raises:
         InverseNotConvergedError: naming the iterations and the largest remaining step.
@@ -256,16 +275,32 @@ def fixed_point(
     done = ~torch.isfinite(y).all(-1)
     counts = torch.zeros(y.shape[:-1], dtype=torch.long, device=y.device)
     step = torch.zeros_like(y)
+    history_g: list[Tensor] = []  # G(x_i) and F(x_i) of the last iterates
+    history_f: list[Tensor] = []
+    best = torch.full(y.shape[:-1], math.inf, dtype=y.dtype, device=y.device)
     for _ in range(max_iter):
-        x_new = y - g(x)
-        step = (x_new - x).abs()
-        converged = (step <= atol + rtol * x_new.abs()).all(-1)
+        g_x = y - g(x)
+        residual = g_x - x
+        step = residual.abs()
+        converged = (step <= atol + rtol * g_x.abs()).all(-1)
         active = ~done
         counts = counts + active.long()
-        x = torch.where(active.unsqueeze(-1), x_new, x)
+        finished = active & converged
+        x = torch.where(finished.unsqueeze(-1), g_x, x)
         done = done | converged
         if bool(done.all()):
             return x, counts
+        if memory == 0:
+            x = torch.where(done.unsqueeze(-1), x, g_x)
+            continue
+        size = residual.pow(2).sum(-1)
+        restart = size > _RESTART * best  # it grew: a Banach step from here, a fresh history
+        best = torch.minimum(best, size)
+        history_g = [torch.where(restart.unsqueeze(-1), g_x, h) for h in history_g]
+        history_f = [torch.where(restart.unsqueeze(-1), residual, h) for h in history_f]
+        history_g = ([*history_g, g_x])[-memory:]
+        history_f = ([*history_f, residual])[-memory:]
+        x = torch.where(done.unsqueeze(-1), x, _anderson_step(history_g, history_f))
     left = ~done
     worst = float((step.amax(-1) * left).max())
     raise InverseNotConvergedError(
@@ -273,6 +308,30 @@ def fixed_point(
         f"moved by up to {worst:.3g} after {max_iter} fixed-point iterations (atol={atol}, "
         f"rtol={rtol}); the error shrinks like coeff^k = {coeff}^k: raise max_iter or tolerance"
     )
+
+
+_RIDGE = 1e-6  # Tikhonov weight of Anderson's Gram matrix, relative to its mean diagonal
+_RESTART = 4.0  # a residual (squared) this many times its best so far restarts Anderson
+
+
+def _anderson_step(history_g: list[Tensor], history_f: list[Tensor]) -> Tensor:
+    r""":math:`\sum_i \alpha_i G_i` with the constrained least-squares weights, per sample."""
+    if len(history_g) == 1:
+        return history_g[0]
+    f = torch.stack(history_f, -2)  # (N, n, D)
+    gram = f @ f.transpose(-1, -2)
+    n = gram.shape[-1]
+    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).unsqueeze(-1)
+    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    ones = gram.new_ones((*gram.shape[:-1], 1))
+    tiny = torch.finfo(gram.dtype).tiny
+    regularised = gram + (_RIDGE * scale + tiny / torch.finfo(gram.dtype).eps) * eye
+    weights, info = torch.linalg.solve_ex(regularised, ones)
+    weights = weights.squeeze(-1)
+    weights = weights / weights.sum(-1, keepdim=True)
+    result = (weights.unsqueeze(-1) * torch.stack(history_g, -2)).sum(-2)
+    ok = (torch.isfinite(result).all(-1) & (info == 0)).unsqueeze(-1)
+    return torch.where(ok, result, history_g[-1])  # a degenerate solve: the Banach step
 
 
 def implicit_gradient_hook(g: GFunction, x_star: Tensor, atol: float, max_iter: int):

@@ -43,24 +43,27 @@ class Residual(FlowModule):
     is invertible (Behrmann et al. 2019). The context :math:`c` enters :math:`g` only (it is
     concatenated to :math:`x`), so every context gives an invertible map.
 
-    **Inverse** by Banach's fixed point: :math:`x_{k+1} = y - g(x_k)`, :math:`x_0 = y`.
-    :math:`T(x) = y - g(x)` is a contraction with constant :math:`L \le` ``coeff``, so
-    :math:`\|x_k - x\| \le L^k \|x_0 - x\|` and, at the stop,
-    :math:`\|x_{k+1} - x\| \le \frac{L}{1 - L} \|x_{k+1} - x_k\|`. The iteration is vectorised
-    over the batch; a sample stops once every element has
-    :math:`|x_{k+1} - x_k| \le \text{atol} + \text{rtol}\,|x_{k+1}|`, one more step is taken
-    and returned. Defaults ``rtol=1e-5``, ``atol=1e-6``: about 100 float32 ulps, and the
-    target of the issue (1e-5 relative); ``max_iter=100``: at the bound :math:`L = 0.9` the
-    worst case needs :math:`\log(10^{-5}) / \log(0.9) \approx 110` steps from a unit first
-    step. Measured (``benchmarks/bench_residual.py``: 8 blocks of [64, 64], ``coeff=0.9``,
-    1,500 Adam steps on two moons, 1,000 samples): median 10 iterations per block, 99% at
-    most 30, maximum 56, so a cap of 50 failed 2 of 8,000 block inversions. Past ``max_iter``,
-    :class:`~pyroflows.transforms.InverseNotConvergedError`. The last counts are kept in
+    **Inverse** by Banach's fixed point, :math:`x = T(x) = y - g(x)`, from :math:`x_0 = y`:
+    :math:`T` is a contraction with constant :math:`L \le` ``coeff``, so the plain iteration
+    :math:`x_{k+1} = T(x_k)` (``anderson=0``) converges like :math:`L^k`, and
+    :math:`\|T(x_k) - x\| \le \frac{L}{1 - L} \|T(x_k) - x_k\|`. By default it is
+    Anderson-accelerated (``anderson=5``, Walker & Ni 2011): :math:`x_{k+1} = \sum_i \alpha_i
+    T(x_i)` over the last 5 iterates, :math:`\alpha` minimising
+    :math:`\|\sum_i \alpha_i (T(x_i) - x_i)\|` under :math:`\sum_i \alpha_i = 1`, with a
+    restart from a plain step when the residual grows. Vectorised over the batch; a sample
+    stops once every element has :math:`|T(x_k) - x_k| \le \text{atol} + \text{rtol}\,
+    |T(x_k)|` and returns :math:`T(x_k)`. Defaults ``rtol=1e-5``, ``atol=1e-6``: about 100
+    float32 ulps, and the target of the issue (1e-5 relative); ``max_iter=100``: at the
+    bound :math:`L = 0.9` the plain iteration's worst case needs
+    :math:`\log(10^{-5}) / \log(0.9) \approx 110` steps from a unit first step. Measured on
+    a trained flow in ``docs/benchmarks`` ("Residual flows", inverse iterations). Past
+    ``max_iter``, :class:`~pyroflows.transforms.InverseNotConvergedError`. The last counts
+    (evaluations of :math:`g`) are kept in
     ``last_inverse_iterations`` (the batch's maximum) and
     ``last_inverse_iteration_counts`` (per sample). Gradients through the inverse are the
     implicit ones, :math:`\partial x / \partial (y, \theta) = (I + J_g)^{-1}\,
     \partial(y - g) / \partial(y, \theta)`: a hook solves :math:`a = \bar x - J_g^T a` by the
-    same iteration.
+    plain iteration.
 
     **Log-determinant**, :math:`\log|\det(I + J_g)| = \sum_{k \ge 1}
     \frac{(-1)^{k+1}}{k} \operatorname{tr}(J_g^k)` (converges since :math:`\|J_g\| < 1`),
@@ -133,6 +136,7 @@ class Residual(FlowModule):
         atol: absolute tolerance of the fixed-point inverse.
         rtol: relative tolerance of the fixed-point inverse.
         max_iter: iteration cap of the inverse.
+        anderson: memory of the Anderson acceleration of the inverse (``0``: plain iteration).
         context_dim: context size (``0``: unconditional); keyword-only.
 
     References:
@@ -168,6 +172,7 @@ class Residual(FlowModule):
         atol: float = 1e-6,
         rtol: float = 1e-5,
         max_iter: int = 100,
+        anderson: int = 5,
         context_dim: int = 0,
     ) -> None:
         super().__init__(input_dim, context_dim)
@@ -182,6 +187,8 @@ class Residual(FlowModule):
         for name, value in (("n_terms", n_terms), ("max_iter", max_iter)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if int(anderson) < 0:
+            raise ValueError(f"anderson must be >= 0 (0: plain iteration), got {anderson}")
         if int(n_exact_terms) < 1:
             raise ValueError(f"n_exact_terms must be >= 1, got {n_exact_terms}")
         hidden = _check_hidden_dims(hidden_dims)
@@ -199,6 +206,7 @@ class Residual(FlowModule):
         self.geometric_p, self.n_eval_exact_terms = float(geometric_p), int(n_eval_exact_terms)
         self.probe = probe
         self.atol, self.rtol, self.max_iter = float(atol), float(rtol), int(max_iter)
+        self.anderson = int(anderson)
         self.last_inverse_iterations: int | None = None
         self.last_inverse_iteration_counts: Tensor | None = None
         self._stamp: tuple[tuple[int, int], ...] | None = None
@@ -323,7 +331,13 @@ class Residual(FlowModule):
 
         with torch.no_grad():
             x_star, counts = _ld.fixed_point(
-                contraction, flat.detach(), self.atol, self.rtol, self.max_iter, self.coeff
+                contraction,
+                flat.detach(),
+                self.atol,
+                self.rtol,
+                self.max_iter,
+                self.coeff,
+                memory=self.anderson,
             )
         self.last_inverse_iteration_counts = counts.cpu()
         self.last_inverse_iterations = int(counts.max()) if counts.numel() else 0
@@ -417,6 +431,7 @@ def residual(
     atol: float = 1e-6,
     rtol: float = 1e-5,
     max_iter: int = 100,
+    anderson: int = 5,
     context_dim: int = 0,
 ) -> FlowSequence:
     r"""Residual Flow: ``num_layers`` :class:`Residual` blocks, each after an ActNorm.
@@ -459,6 +474,7 @@ def residual(
                 atol=atol,
                 rtol=rtol,
                 max_iter=max_iter,
+                anderson=anderson,
                 context_dim=context_dim,
             )
         )
@@ -478,6 +494,7 @@ def iresnet(
     atol: float = 1e-6,
     rtol: float = 1e-5,
     max_iter: int = 100,
+    anderson: int = 5,
     context_dim: int = 0,
 ) -> FlowSequence:
     r"""Invertible ResNet: :func:`residual` with the truncated (biased) power series.
@@ -512,5 +529,6 @@ def iresnet(
         atol=atol,
         rtol=rtol,
         max_iter=max_iter,
+        anderson=anderson,
         context_dim=context_dim,
     )

@@ -188,6 +188,33 @@ def test_inverse_reconstructs_to_its_tolerance_within_50_iterations(dim):
     assert counts.shape == (1000,) and int(counts.max()) == block.last_inverse_iterations <= 50
 
 
+@pytest.mark.parametrize("slope", [0.9, -0.9])
+def test_anderson_acceleration_cuts_the_iterations_to_the_same_solution(slope):
+    from pyroflows.transforms._residual_logdet import fixed_point
+
+    def g(v):  # a contraction with constant 0.9 near 0, the slow case of the plain iteration
+        return slope * torch.sin(v)
+
+    y = 2 * torch.randn(2000, 8, dtype=F64, generator=torch.Generator().manual_seed(0))
+    solutions, counts = {}, {}
+    for memory in (0, 5):
+        solutions[memory], counts[memory] = fixed_point(g, y, 1e-10, 1e-10, 500, 0.9, memory)
+        residual = solutions[memory] + g(solutions[memory]) - y
+        assert residual.abs().max() < 1e-8
+    torch.testing.assert_close(solutions[5], solutions[0], rtol=0, atol=1e-8)
+    assert int(counts[5].max()) < 0.4 * int(counts[0].max()), (counts[5].max(), counts[0].max())
+    assert float(counts[5].double().mean()) < 0.5 * float(counts[0].double().mean())
+
+
+def test_plain_iteration_is_an_option_and_a_negative_memory_is_refused():
+    block = _block(log_det="exact", anderson=0)
+    x = torch.randn(50, 4, dtype=F64)
+    y = block.forward_and_log_det(x)[0].detach()
+    torch.testing.assert_close(block.inverse_and_log_det(y)[0], x, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="anderson must be >= 0"):
+        _block(anderson=-1)
+
+
 def test_inverse_reports_non_convergence():
     block = _block(max_iter=1)
     y = 2 * torch.randn(10, 4, dtype=F64)
