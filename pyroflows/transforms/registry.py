@@ -375,13 +375,15 @@ for _spec in (
     FlowSpec("residual", residual, "residual",
              "O(L H^2) for the map, plus n_exact + (1 - p) / p (default 3 expected) "
              "vector-Jacobian products of g per block for the log-det",
-             "O(L H^2) per fixed-point iteration (error shrinks like coeff^k)", _RESFLOW,
+             "O(L H^2) per fixed-point iteration (Anderson-accelerated; plain: error ~ coeff^k)",
+             _RESFLOW,
              (FlowSequence, Residual), inverse="numerical", log_det="unbiased",
              fast_direction="forward"),
     FlowSpec("iresnet", iresnet, "residual",
              "O(L H^2) for the map, plus n_terms (default 5) vector-Jacobian products of g "
              "per block for the log-det",
-             "O(L H^2) per fixed-point iteration (error shrinks like coeff^k)", _IRESNET,
+             "O(L H^2) per fixed-point iteration (Anderson-accelerated; plain: error ~ coeff^k)",
+             _IRESNET,
              (FlowSequence, Residual), inverse="numerical", log_det="biased",
              fast_direction="forward"),
     # -- continuous: an ODE solved by torchdiffeq (the optional extra "ode") ----------------
