@@ -7,7 +7,8 @@ A run folder holds
 * ``checkpoint.pt``: the full training state, for ``--resume``,
 * ``history.json``: train and validation NLL per epoch, and the overrides of resumed runs,
 * ``metrics.json``: the settings as used, the best validation NLL and the test NLL (with bits
-  per dimension for the digits; for a padded model the bound, see :func:`evaluate_run`),
+  per dimension for the digits; for a padded model the bound, see :func:`evaluate_run`; for a
+  flow with an estimated log-det, exact up to 32 dimensions),
 * ``run.json``: the manifest (run id, pyroflows version, data settings, and every file's
   SHA-256 once written), and ``run.lock`` while a process writes the folder.
 
@@ -35,6 +36,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ from .data.toy import _ALIASES
 from .distributions import Flow, Padding
 from .errors import DataError, ModelFileError, OptionError
 from .train import Augment, History, _augment_setting, density_defaults, fit, resolve_device
-from .transforms import REGISTRY
+from .transforms import REGISTRY, exact_log_det
 
 __all__ = ["evaluate_run", "fit_run", "sample_run"]
 
@@ -162,6 +164,12 @@ def _nll_metrics(
         return _nll_metrics_drawn(model, data, levels, context)
 
 
+_EXACT_TEST_MAX_DIM = 32
+"""Test metrics of flows with an estimated log-det (``residual``, ``iresnet``, ``ffjord``) are
+computed with the exact one (:func:`~pyroflows.transforms.exact_log_det`) up to this many
+dimensions; above, with the flow's estimator (unbiased for ``residual`` and ``ffjord``)."""
+
+
 def _nll_metrics_drawn(
     model: Flow, data: torch.Tensor, levels: int | None, context: torch.Tensor | None
 ) -> dict[str, float]:
@@ -171,7 +179,8 @@ def _nll_metrics_drawn(
         contexts = [context] * len(chunks)
     else:
         contexts = context.split(4096)
-    with torch.no_grad():
+    exact = exact_log_det(model) if data[0].numel() <= _EXACT_TEST_MAX_DIM else nullcontext()
+    with torch.no_grad(), exact:
         nll = float(
             torch.cat(
                 [-model.log_prob(chunk, c) for chunk, c in zip(chunks, contexts, strict=True)]
@@ -530,7 +539,10 @@ def evaluate_run(
     ``key``, ``header``), or a generated dataset's or the digits' test split (then also
     bits/dim), drawn with the seed and number of samples the run's ``metrics.json`` records
     (seed 0 and 10,000 without one), so that the run's own dataset gives exactly the run's
-    test NLL; the sphere mixture takes the model's dimension. A conditional model needs
+    test NLL; the sphere mixture takes the model's dimension. A flow with an estimated
+    log-det (``residual``, ``iresnet``, ``ffjord``) is scored with the exact one
+    (:func:`~pyroflows.transforms.exact_log_det`) up to 32 dimensions, above with its
+    estimator. A conditional model needs
     ``context``: a file with one row (for every data row) or one row per data row.
 
     Example:

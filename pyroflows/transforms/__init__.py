@@ -80,7 +80,7 @@ from .pyro_compat import (
 )
 from .radial import Radial
 from .registry import REGISTRY, FlowSpec, build, register, spec_of
-from .residual import Residual, iresnet, residual, set_log_det
+from .residual import Residual, exact_log_det, iresnet, residual, set_log_det
 from .stacks import autoregressive_stack, coupling_stack, iaf, maf, naf, nice, nsf, realnvp
 from .transformers import (
     Additive,
@@ -158,6 +158,7 @@ __all__ = [
     "coupling_mask",
     "coupling_stack",
     "elu",
+    "exact_log_det",
     "glow",
     "has_auxiliary_loss",
     "householder",

@@ -194,6 +194,9 @@ class ContinuousFlow(FlowModule):
             )
         self.trace = "exact" if mode == "exact" else "hutchinson"
 
+    def _get_log_det(self) -> str:
+        return "exact" if self.trace == "exact" else "unbiased"
+
     # -- the auxiliary loss -------------------------------------------------------------------
     def auxiliary_loss(self) -> Tensor | None:
         r"""The RNODE penalty of the passes run with gradients since the last call, or ``None``.

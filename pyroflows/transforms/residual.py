@@ -11,7 +11,8 @@ against autograd).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -27,7 +28,7 @@ from ._base import FlowModule
 from .compose import FlowSequence
 from .linear import ActNorm
 
-__all__ = ["Residual", "iresnet", "residual", "set_log_det"]
+__all__ = ["Residual", "exact_log_det", "iresnet", "residual", "set_log_det"]
 
 _MODES = ("exact", "series", "unbiased")
 _PROBES = ("gaussian", "rademacher")
@@ -295,6 +296,9 @@ class Residual(FlowModule):
             raise ValueError(f"log_det must be one of {_MODES}, got {mode!r}")
         self.log_det_mode = mode
 
+    def _get_log_det(self) -> str:
+        return self.log_det_mode
+
     # -- the passes ---------------------------------------------------------------------------
     def _estimator_weights(self) -> list[float]:
         if self.log_det_mode == "series":
@@ -413,6 +417,35 @@ def set_log_det(flow: nn.Module, mode: str) -> nn.Module:
     for block in blocks:
         block._set_log_det(mode)
     return flow
+
+
+@contextmanager
+def exact_log_det(flow: nn.Module) -> Iterator[nn.Module]:
+    r"""Score ``flow`` with exact log-determinants inside the ``with`` block, then restore.
+
+    :func:`set_log_det` ``(flow, "exact")`` for the block's duration: every module with a
+    log-det estimator (:class:`Residual`, :class:`~pyroflows.transforms.ContinuousFlow`)
+    computes :math:`\log|\det \partial y / \partial x|` exactly and gets its own mode back
+    afterwards (also when the block raises). For test likelihoods and importance weights,
+    which need an exact :math:`\log q`: :math:`\exp` of an unbiased estimate of
+    :math:`\log q` is no unbiased estimate of :math:`q`.
+
+    Example:
+        >>> flow = residual(2, [8], num_layers=1)
+        >>> with exact_log_det(flow):
+        ...     print([m.log_det_mode for m in flow.modules() if isinstance(m, Residual)])
+        ['exact']
+        >>> [m.log_det_mode for m in flow.modules() if isinstance(m, Residual)]
+        ['unbiased']
+    """
+    blocks = [module for module in flow.modules() if hasattr(module, "_set_log_det")]
+    modes = [block._get_log_det() for block in blocks]
+    set_log_det(flow, "exact")
+    try:
+        yield flow
+    finally:
+        for block, mode in zip(blocks, modes, strict=True):
+            block._set_log_det(mode)
 
 
 def residual(

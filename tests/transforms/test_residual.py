@@ -362,3 +362,20 @@ def test_implicit_gradient_reports_non_convergence():
     # a = 1 - 0.9 a  =>  a = 1 / 1.9
     torch.testing.assert_close(converged(torch.ones(3, 2, dtype=torch.float64)),
                                torch.full((3, 2), 1 / 1.9, dtype=torch.float64))  # fmt: skip
+
+
+def test_exact_log_det_restores_each_block_and_runs_report_exact_test_metrics(tmp_path):
+    from pyroflows.runs import evaluate_run, fit_run
+    from pyroflows.transforms import ContinuousFlow, FlowSequence, exact_log_det
+
+    flow = FlowSequence([Residual(2, [8], log_det="series"), ContinuousFlow(2, [8])])
+    with pytest.raises(RuntimeError, match="inside"), exact_log_det(flow):
+        assert flow[0].log_det_mode == "exact" and flow[1].trace == "exact"
+        raise RuntimeError("inside")
+    assert flow[0].log_det_mode == "series" and flow[1].trace == "hutchinson"
+
+    options = {"num_layers": 2, "hidden_dims": [8]}
+    metrics = fit_run("moons", tmp_path, "residual", options, num_samples=300, epochs=1,
+                      progress=False)  # fmt: skip
+    first, second = evaluate_run(tmp_path, "moons"), evaluate_run(tmp_path, "moons")
+    assert first == second == metrics["test"]  # exact: no estimator noise
