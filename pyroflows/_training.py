@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 
 __all__ = [
     "CHECK_EVERY",
@@ -90,7 +91,18 @@ def adam(
         >>> type(optimizer).__name__, optimizer.defaults["fused"]
         ('AdamW', True)
     """
-    return kind(parameters, lr=lr, **options, **adam_kernel_options(parameters))
+    optimizer = kind(parameters, lr=lr, **options, **adam_kernel_options(parameters))
+    optimizer.register_step_post_hook(_mark_updated)
+    return optimizer
+
+
+def _mark_updated(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Bump the version counters of every parameter after a step.
+
+    torch's fused Adam/AdamW update parameters without bumping their version counters, which
+    the flows' caches and the residual flows' spectral-norm refresh read to see an update.
+    """
+    increment_version([p for group in optimizer.param_groups for p in group["params"]])
 
 
 def gradient_norm(parameters: Iterable[Tensor], max_norm: float | None = None) -> Tensor | None:

@@ -211,6 +211,7 @@ class Residual(FlowModule):
         self.last_inverse_iterations: int | None = None
         self.last_inverse_iteration_counts: Tensor | None = None
         self._stamp: tuple[tuple[int, int], ...] | None = None
+        self._seen: list[Tensor] | None = None  # the weights at the last refresh
 
     # -- spectral normalisation: one refresh per parameter update --------------------------
     def _spectral_layers(self) -> list[SpectralNormLinear]:
@@ -227,11 +228,29 @@ class Residual(FlowModule):
         # version counters are no values a graph can guard on: a compiled pass refreshes
         # every time (the same vectors at the same weights, so the same map)
         stamp = None if compiling else self._current_stamp()
-        if compiling or stamp != self._stamp:
+        if compiling or stamp != self._stamp or not self._same_weights():
             with torch.no_grad():
                 for layer in self._spectral_layers():
                     _ld.refresh_spectral_norm(layer)
+                self._seen = [layer.weight.detach().clone() for layer in self._spectral_layers()]
             self._stamp = stamp
+
+    def _same_weights(self) -> bool:
+        """Whether the weights hold the values of the last refresh.
+
+        Version counters miss updates that do not bump them (torch's fused Adam, ``.data``
+        assignments), so the values are compared too.
+        """
+        seen = getattr(self, "_seen", None)
+        layers = self._spectral_layers()
+        if seen is None or len(seen) != len(layers):
+            return False
+        return all(
+            old.device == layer.weight.device
+            and old.dtype == layer.weight.dtype
+            and torch.equal(old, layer.weight)
+            for old, layer in zip(seen, layers, strict=True)
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
