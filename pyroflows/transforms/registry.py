@@ -78,6 +78,13 @@ class FlowSpec:
         fast_direction: ``"forward"``, ``"inverse"`` or ``"both"`` (default).
         event_dims: the event ranks the flow accepts: ``(1,)`` for vectors only (default);
             ``(1, 3)`` also takes ``(C, H, W)`` images; ``(3,)`` images only.
+        density_inverted: ``True`` when a density model uses the flow inverted
+            (``Flow.build`` does): the residual flows, whose forward map
+            :math:`y = x + g(x)` is cheap and whose inverse is a fixed-point iteration, are
+            put on the data side the other way round, so that ``log_prob`` runs the cheap
+            map and sampling the iterations (default ``False``; planar layers, also cheap
+            forward with a numerical inverse, keep their orientation for compatibility:
+            use ``planar(D).inv`` by hand, see :doc:`/choosing`).
         fixed: ``True`` for a fixed map with nothing to train (``family="preprocessing"``):
             a step of a model's chain, not a flow to fit, so ``Flow.build``, the guides and the
             command line refuse it (default ``False``).
@@ -104,23 +111,7 @@ class FlowSpec:
     fast_direction: Literal["forward", "inverse", "both"] = "both"
     event_dims: tuple[int, ...] = (1,)
     fixed: bool = False
-
-    @property
-    def density_inverted(self) -> bool:
-        """Whether a density model uses this flow inverted (``Flow.build`` does).
-
-        A flow whose forward map is cheap and whose inverse is numerical (the residual
-        flows: :math:`y = x + g(x)` forward, a fixed-point iteration back) is put on the
-        data side of a density model the other way round, so that ``log_prob`` evaluates the
-        cheap map :math:`z = x + g(x)` and sampling runs the iterations; as a guide it is used
-        as built (cheap samples).
-
-        Example:
-            >>> from pyroflows.transforms import REGISTRY
-            >>> REGISTRY["residual"].density_inverted, REGISTRY["maf"].density_inverted
-            (True, False)
-        """
-        return self.inverse == "numerical" and self.fast_direction == "forward"
+    density_inverted: bool = False
 
     def options(self) -> tuple[str, ...] | None:
         """The keyword arguments the builder takes besides the event and ``context_dim``.
@@ -378,14 +369,14 @@ for _spec in (
              "O(L H^2) per fixed-point iteration (Anderson-accelerated; plain: error ~ coeff^k)",
              _RESFLOW,
              (FlowSequence, Residual), inverse="numerical", log_det="unbiased",
-             fast_direction="forward"),
+             fast_direction="forward", density_inverted=True),
     FlowSpec("iresnet", iresnet, "residual",
              "O(L H^2) for the map, plus n_terms (default 5) vector-Jacobian products of g "
              "per block for the log-det",
              "O(L H^2) per fixed-point iteration (Anderson-accelerated; plain: error ~ coeff^k)",
              _IRESNET,
              (FlowSequence, Residual), inverse="numerical", log_det="biased",
-             fast_direction="forward"),
+             fast_direction="forward", density_inverted=True),
     # -- continuous: an ODE solved by torchdiffeq (the optional extra "ode") ----------------
     # log_det "unbiased": the default Hutchinson trace; trace="exact" gives the exact one
     FlowSpec("ffjord", ContinuousFlow, "continuous",

@@ -403,3 +403,19 @@ def test_fit_keeps_the_lipschitz_bound_with_its_fused_optimizer():
     model.log_prob(data[:4])  # refreshes the norms at the final weights
     bounds = [lipschitz_bound(m.g) for m in model.modules() if isinstance(m, Residual)]
     assert max(bounds) <= 0.9 * (1 + 1e-5), bounds
+
+
+def test_a_density_model_scores_with_the_cheap_forward_map():
+    from pyroflows import Flow
+    from pyroflows.transforms import REGISTRY
+
+    assert {name for name, spec in REGISTRY.items() if spec.density_inverted} == {
+        "residual",
+        "iresnet",
+    }
+    model = Flow.build("residual", 2, hidden_dims=[8], num_layers=2)
+    model.log_prob(torch.randn(5, 2))
+    blocks = [m for m in model.modules() if isinstance(m, Residual)]
+    assert all(block.last_inverse_iterations is None for block in blocks)  # no fixed point
+    model.sample((5,))
+    assert all(block.last_inverse_iterations for block in blocks)  # sampling iterates
