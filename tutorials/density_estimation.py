@@ -321,21 +321,6 @@ plt.show()
 
 
 # %%
-def _mark_updated(optimizer, args, kwargs) -> None:
-    """Mark every parameter as changed after an optimizer step.
-
-    A residual block refreshes its spectral normalisation when its weights' version counters
-    change, and torch's fused Adam, which fit() uses, leaves them unchanged; an in-place no-op
-    moves them. (A workaround for a library bug; without it the Lipschitz bound is not kept.)
-    """
-    with torch.no_grad():
-        for group in optimizer.param_groups:
-            for parameter in group["params"]:
-                parameter.add_(0)
-
-
-workaround = register_optimizer_step_post_hook(_mark_updated)
-
 FREE_DATASETS = ["moons", "eight_gaussians"]
 if SMOKE:
     FREE_FORM = {
@@ -395,7 +380,6 @@ for name in FREE_DATASETS:
             f" test NLL (exact log-det) {nll_table[name][family]:.3f}"
         )
 counter.handle.remove()
-workaround.remove()
 
 # %% [markdown]
 # The test NLL next to the Gaussian, the defaults and the best flow of the table above, with
@@ -463,9 +447,11 @@ plt.show()
 # %% [markdown]
 # **Sampling runs the inverses.** For the residual flow each of the 8 blocks is inverted by the
 # fixed-point iteration $x \leftarrow y - g(x)$ (vectorised over the batch, to a tolerance of
-# 1e-5 relative); every block keeps the iteration counts of its last inversion
-# (`last_inverse_iteration_counts`, per sample). FFJORD integrates its ODE backwards, from
-# $t = 1$ to $t = 0$.
+# 1e-5 relative), Anderson-accelerated by default (`anderson=5`: each step combines the last 5
+# iterates); every block keeps the counts of its last inversion, in evaluations of $g$
+# (`last_inverse_iteration_counts`, per sample). We also draw the same samples with the plain
+# iteration (`anderson=0` on every block), which converges like $0.9^k$ at the Lipschitz
+# bound. FFJORD integrates its ODE backwards, from $t = 1$ to $t = 0$.
 
 # %%
 NUM_SAMPLES = 1000 if SMOKE else 3000
@@ -478,18 +464,29 @@ for ax, (name, family) in zip(axes, panels, strict=True):
     with torch.no_grad():
         samples = model.sample((NUM_SAMPLES,)).cpu()
     elapsed = time.perf_counter() - start
-    line = f"{name:16} {family:9} {NUM_SAMPLES} samples in {elapsed:5.2f} s"
+    line = f"{name:16} {family:9} {NUM_SAMPLES} samples"
     if family == "residual":
-        counts = torch.cat(
-            [m.last_inverse_iteration_counts for m in model.modules() if isinstance(m, Residual)]
-        ).float()
-        line += (
-            f"; fixed-point iterations per block inversion: median {counts.median():.0f},"
-            f" 99% {counts.quantile(0.99):.0f}, max {counts.max():.0f}"
-        )
+        blocks = [m for m in model.modules() if isinstance(m, Residual)]
+        for anderson in (5, 0):
+            if anderson == 0:  # the same draws with the plain fixed-point iteration
+                for block in blocks:
+                    block.anderson = 0
+                torch.manual_seed(1)
+                start = time.perf_counter()
+                with torch.no_grad():
+                    model.sample((NUM_SAMPLES,))
+                elapsed = time.perf_counter() - start
+                for block in blocks:
+                    block.anderson = 5
+            counts = torch.cat([b.last_inverse_iteration_counts for b in blocks]).float()
+            line += (
+                f"\n    anderson={anderson}: {elapsed:4.2f} s, evaluations of g per block"
+                f" inversion: median {counts.median():.0f}, 99% {counts.quantile(0.99):.0f},"
+                f" max {counts.max():.0f}"
+            )
     else:
         (ode,) = [m for m in model.modules() if isinstance(m, ContinuousFlow)]
-        line += f"; NFE of the backward solve {ode.nfe_forward}"
+        line += f" in {elapsed:4.2f} s; NFE of the backward solve {ode.nfe_forward}"
     print(line)
     ax.scatter(*samples.T, s=2, alpha=0.5, color="tab:orange")
     ax.set_xlim(-LIMIT, LIMIT)
