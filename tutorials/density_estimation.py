@@ -264,11 +264,12 @@ plt.show()
 # affine families (RealNVP, MAF) leave blur and thin filaments of mass between the modes. The
 # planar/radial stack, with only 168 parameters (the others have 6,000 to 13,000), is the best
 # on the moons and close on the eight Gaussians but cannot cut the checkerboard's corners: each
-# planar or radial layer bends space along one direction or around one point. The defaults
-# and the planar/radial stack take the longest per run here (27 to 34 s on one thread): the
-# defaults have five spline MADE layers, each a full network pass in the density direction;
-# the planar/radial stack's layers are small and many (24), so its time goes into per-layer
-# overheads, not arithmetic.
+# planar or radial layer bends space along one direction or around one point. The defaults,
+# `nsf` and the planar/radial stack take the longest per run here (25 to 58 s on one thread,
+# on a machine shared with other work, so the same run can take twice as long from one data
+# set to the next): the defaults have five spline MADE layers, each a full network pass in the
+# density direction; the planar/radial stack's layers are small and many (24), so its time
+# goes into per-layer overheads, not arithmetic.
 
 # %% [markdown]
 # ### Free-form flows: residual flows and FFJORD
@@ -496,32 +497,35 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# What the numbers say (one thread, the full run above):
+# What the numbers say (one thread, the full run above; the machine was shared with other
+# work, so the seconds carry its load):
 #
 # * **FFJORD matches the best flows here**: 2.419 on the moons (the defaults 2.413, the best of
 #   Part 1 2.401) and 2.834 on the eight Gaussians, the lowest of the tutorial (the defaults
 #   2.845), with 8,706 parameters in 40 epochs (1,440 steps). Its densities are the smoothest of
 #   the figures: round modes without the creases that the spline layers leave. It is also the
-#   slowest to train, 114 and 123 s (79 and 85 ms a step, four times the defaults' run of 27
-#   to 30 s): the solver's NFE per pass grew during training, from 26 after the first epoch
-#   to 68 at the end on the moons (50 to 68 on the eight Gaussians), and every evaluation
-#   carries the trace and the two RNODE integrals. Sampling, a backward solve of 44
-#   evaluations, drew 3,000 points in 0.24 s.
+#   slowest to train, 150 and 197 s (104 and 137 ms a step; 114 and 123 s in a quieter
+#   earlier run), against 56 and 29 s for the defaults: the solver's NFE per pass grew during
+#   training, from 26 after the first epoch to 68 at the end on the moons (50 to 68 on the
+#   eight Gaussians), and every evaluation carries the trace and the two RNODE integrals.
+#   Sampling, a backward solve of 44 evaluations, drew 3,000 points in 0.24 s.
 # * **The residual flow is behind**, 2.501 on the moons and 2.899 on the eight Gaussians (0.09
-#   and 0.05 nats above the defaults), after 100 and 92 epochs (3,600 and 3,312 steps, about
-#   20 ms a step, 64 to 71 s). Its densities are right in shape but blurred, with a bridge of
-#   mass between the moons: each $g$ is at most 0.9-Lipschitz, so a block moves nearby points
-#   by nearly the same amount and sharp bends take many blocks; the largest block's bound sits
-#   at the cap, 0.900, after training. The benchmarks page shows that on the moons it keeps
-#   improving over many more steps.
-# * **The fixed-point inverse** of the residual flow took a median of 9 iterations per block
-#   inversion, 99% within 63 and at most 80 (moons) and 92 (eight Gaussians), under the cap of
-#   100: blocks at the Lipschitz cap converge like $0.9^k$. Sampling 3,000 points through the 8
-#   blocks took 0.28 and 0.34 s.
+#   and 0.05 nats above the defaults), after 100 and 92 epochs (3,600 and 3,312 steps; 70 and
+#   128 s, 19.5 and 38.7 ms a step, the second under more load; 35,904 parameters). Its
+#   densities are right in shape but blurred, with a bridge of mass between the moons: each
+#   $g$ is at most 0.9-Lipschitz, so a block moves nearby points by nearly the same amount and
+#   sharp bends take many blocks; the largest block's bound sits at the cap, 0.900, after
+#   training. The benchmarks page shows that on the moons it keeps improving over many more
+#   steps.
+# * **The fixed-point inverse** with Anderson acceleration took a median of 7 evaluations of
+#   $g$ per block inversion, 99% within 15 and at most 28 (moons; 7, 14 and 26 on the eight
+#   Gaussians); the plain iteration took 9, 63 and 80 (9, 58 and 92), under its cap of 100:
+#   blocks at the Lipschitz bound converge like $0.9^k$, and acceleration removes that tail.
+#   Sampling 3,000 points through the 8 blocks took 0.25 s (0.51 s plain) on the moons.
 # * The test NLLs use the exact log-determinants; training used the estimators (the
 #   Russian-roulette series, Hutchinson's trace), which are unbiased, so the models fitted the
 #   right objective in expectation. Neither family is the tool for two-dimensional densities on
-#   speed (the defaults beat FFJORD or come within 0.011 nats of it in a quarter of its
+#   speed (the defaults beat FFJORD or come within 0.011 nats of it in a fraction of its
 #   time); their free-form Jacobians and unbiased log-densities matter as variational
 #   posteriors (the flow-VI tutorial) and in higher dimensions.
 
