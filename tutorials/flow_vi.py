@@ -554,8 +554,8 @@ plt.show()
 #   "good" all the same: the blind spot seen on the funnel again.
 # * $\hat k$ is itself a noisy estimate from 4,000 draws (an earlier run of this notebook gave
 #   0.58 for a similar IAF): read it as a band, not a number, and next to the moments.
-# * Cost per step: the IAF costs about as much as the planar stack and a little over twice as
-#   much as `AutoNormal`; the NSF about 2.6 times as much as the IAF.
+# * Cost per step: the IAF costs about as much as the planar stack and a little under twice as
+#   much as `AutoNormal`; the NSF about 2.7 times as much as the IAF.
 
 # %% [markdown]
 # ## Free-form guides: a residual flow and FFJORD
@@ -675,7 +675,7 @@ def schools_quality(guide):
 free_form_table(eight_schools, schools_free, schools_quality, Y, SIGMA).round(3)
 
 # %% [markdown]
-# What the free-form guides show (numbers of a run at these settings on one CPU thread):
+# What the free-form guides show (the tables above, one CPU thread):
 #
 # * **Neither fits the funnel.** The residual flow reaches an sd of $v$ of 0.67 and FFJORD
 #   0.93 against 3 (the IAF 2.61), with ELBOs of $-1.29$ and $-1.10$, i.e.
@@ -686,10 +686,10 @@ free_form_table(eight_schools, schools_free, schools_quality, Y, SIGMA).round(3)
 #   additive updates, and FFJORD's tanh network would need $\dot x \propto x\, s(v)$ over
 #   two orders of magnitude of $x$. $\hat k$ says "ok" (0.62) for the residual flow although
 #   its sd of $v$ is 4.5 times too small: the blind spot of the neck again.
-# * **Eight schools** is easier: FFJORD gets the means (worst error 0.09 sds) but
-#   under-reports the spreads (sd ratios down to 0.49, $\tau$ sd 1.59); the residual flow is
-#   off in the means (0.25 sds) and the spread of $\tau$ (sd 2.06). The IAF stays best (0.06,
-#   ratios 0.96 to 1.00). All three have $\hat k$ between 0.74 and 0.80 (unreliable).
+# * **Eight schools** is easier: FFJORD gets the means (worst error 0.12 sds) but
+#   under-reports the spreads (sd ratios down to 0.48, $\tau$ sd 1.59); the residual flow is
+#   off in the means (0.24 sds) and the spread of $\tau$ (sd 2.06). The IAF stays best (0.07,
+#   ratios 0.94 to 0.99). All three have $\hat k$ between 0.74 and 0.80 (unreliable).
 # * **The ELBO estimator is noisier.** With 16 particles its sd is 0.23 (residual) and 0.37
 #   (FFJORD) on the funnel against the IAF's 0.065, and 0.35 and 0.99 against 0.084 on eight
 #   schools; with one particle 0.88 and 1.42 (funnel), 1.37 and 3.72 (eight schools), against
@@ -697,9 +697,11 @@ free_form_table(eight_schools, schools_free, schools_quality, Y, SIGMA).round(3)
 #   0.63 and 0.84 (eight schools): the log-det estimator accounts for about half (residual)
 #   to four fifths (FFJORD) of the variance on the funnel, and for 79% and 95% on eight
 #   schools; the rest, still above the IAF's, comes from the worse fit.
-# * **Cost per step**: the residual flow about 2.6 times the IAF (12.7 and 14.1 ms against 4.9
-#   and 5.5 ms), FFJORD 3.4 to 3.9 times (16.7 and 21.5 ms, growing with the solver's
-#   function evaluations as the dynamics are learned).
+# * **Cost per step** on eight schools: the residual flow 2.3 times the IAF (12.4 against
+#   5.4 ms), FFJORD 4.1 times (22.2 ms, growing with the solver's function evaluations as the
+#   dynamics are learned); on the funnel 11.8 and 16.5 ms. (The IAF's 10.5 ms on the funnel
+#   in this run was measured under heavier machine load, at the start of the notebook; a
+#   quieter run of this section gave 4.9 ms, so 2.4 and 3.4 times.)
 #
 # On these two posteriors the free-form flows are valid but poor guides: more variance, more
 # cost and a worse fit than an affine IAF whose structure matches the posterior's.
@@ -948,10 +950,10 @@ neutra_schools.round(3)
 #   the funnel's structure $x = e^{v/2} \varepsilon$. The gated update is the safer default for
 #   deep stacks but fell short here.
 # * **NSF** is the most flexible family for marginal shapes, yet on these scale-type
-#   dependencies it did worse than the IAF at 2.6 times the cost per step.
+#   dependencies it did worse than the IAF at 2.7 times the cost per step.
 # * **Free-form flows** (a residual flow, FFJORD) are valid guides thanks to their unbiased
 #   log-det estimators, but here they failed the funnel (sd of $v$ 0.67 and 0.93 against 3)
-#   and under-reported eight schools' spread, at 2.6 to 3.9 times the IAF's cost per step and
+#   and under-reported eight schools' spread, at 2.3 to 4.1 times the IAF's cost per step and
 #   with an ELBO estimator 3.5 to 13.5 times noisier (in sd; much of it from the log-det
 #   estimator). Use the exact log-det (`exact_log_det`) for importance weights and test
 #   likelihoods.
